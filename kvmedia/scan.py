@@ -1,0 +1,526 @@
+"""Scan & sync: make the records under a root equal what is on disk.
+
+The walk (walk.py) yields files in path-key byte order; `Scanner` merge-joins that stream with
+the stored `media:path:` keys under the root, batch by batch:
+
+- walk only           -> new file: resolve its identity (a moved file keeps its uuid), put.
+- both, same stamp    -> unchanged: no write at all (the stamp lives in the path key's value).
+- both, other stamp   -> changed: update the record in place, keeping every other field.
+- stored only         -> removal candidate. Candidates are deleted only after the walk finished
+                         uninterrupted, and only after re-checking that the file is really gone.
+                         Keys under unreadable directories and trashed records are never
+                         candidates.
+
+A root that is missing, empty where it held files, or now on another filesystem is marked
+offline and nothing under it is deleted. Each batch is one LMDB write transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lmdb
+import orjson
+
+from . import records as R
+from .identity import FsUuidResolver, uuid_for_hardlink, uuid_from_triplet
+from .pathbytes import dir_prefix, display, get_field, set_field
+from .progress import NullProgress, Progress
+from .store import keys as K
+from .store.audit import AuditLog
+from .store.env import Env
+from .store.recordstore import Record, RecordStore, RecordWriter
+from .walk import FileEntry, KeepPrefix, Walker, WalkRules, Warning_
+
+BATCH_FILES = 2000
+"""Walk entries per write transaction. Large enough to amortise commits (fsync)."""
+BATCH_SECONDS = 1.0
+"""A batch is also committed after this long, so other writers are never starved."""
+MAX_WARNINGS_KEPT = 200
+
+
+@dataclass
+class ScanSummary:
+    root: bytes
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    offline: bool = False
+    offline_reason: str | None = None
+    warnings: list[tuple[bytes, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["type"] = "summary"
+        set_field(out, "root", self.root)
+        out["warnings"] = [{"path": display(p), "message": m} for p, m in self.warnings]
+        return out
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _gone(rec: Record) -> bool:
+    """True when the file a record describes is no longer at its recorded path."""
+    path = get_field(rec, "path")
+    st = _lstat(path) if path is not None else None
+    return st is None or st.st_ino != rec.get("ino")
+
+
+def build_record(entry: FileEntry, fs_uuid: str, uuid: str, root: bytes | None,
+                 old: Record | None) -> Record:
+    """The stored record for `entry`: `old` with the scanner's fields replaced, others kept."""
+    rec: Record = dict(old) if old else {}
+    ctime_s = entry.ctime_ns // 1_000_000_000
+    rec.update(
+        uuid=uuid,
+        fs_uuid=fs_uuid,
+        ino=entry.ino,
+        ctime=ctime_s,
+        ctime_ns=entry.ctime_ns,
+        ext=R.extension(entry.name),
+        size=entry.size,
+        mtime=entry.mtime_ns / 1e9,
+        mtime_ns=entry.mtime_ns,
+        type=R.infer_type(entry.name),
+        is_trash=False,
+        trash_path=None,
+        deleted_at=None,
+        indexed_at=R.now_iso(),
+    )
+    set_field(rec, "path", entry.path)
+    set_field(rec, "original_path", entry.path)
+    set_field(rec, "name", entry.name)
+    if root is not None or "root" not in rec:
+        set_field(rec, "root", root)
+    return rec
+
+
+class Ingest:
+    """Apply single file observations inside a write transaction (shared by scan and upsert)."""
+
+    def __init__(self, store: RecordStore, audit: AuditLog, resolver: FsUuidResolver) -> None:
+        self.store = store
+        self.audit = audit
+        self.resolver = resolver
+
+    def resolve_identity(self, txn: lmdb.Transaction, entry: FileEntry, fs_uuid: str
+                         ) -> tuple[str, Record | None]:
+        """(uuid, record to replace) for a file whose path is new or now holds another inode.
+
+        Order: exact fid (same inode, same ctime) -> same inode with the old path gone and the
+        same size+mtime (a rename) -> the uuid minted from the triplet. A second name of a live
+        inode (hardlink) gets its own uuid.
+        """
+        ctime_s = entry.ctime_ns // 1_000_000_000
+        uuid = self.store.uuid_by_fid(txn, fs_uuid, entry.ino, ctime_s)
+        if uuid is not None:
+            rec = self.store.get(txn, uuid)
+            if rec is not None:
+                if get_field(rec, "path") == entry.path or _gone(rec):
+                    return uuid, rec
+                return self._hardlink(txn, entry, fs_uuid, ctime_s)
+        for uuid in self.store.uuids_by_inode(txn, fs_uuid, entry.ino):
+            rec = self.store.get(txn, uuid)
+            if (
+                rec is not None
+                and not rec.get("is_trash")
+                and rec.get("size") == entry.size
+                and rec.get("mtime_ns") == entry.mtime_ns
+                and _gone(rec)
+            ):
+                return uuid, rec
+        uuid = uuid_from_triplet(fs_uuid, entry.ino, ctime_s)
+        rec = self.store.get(txn, uuid)
+        if rec is None:
+            return uuid, None
+        if get_field(rec, "path") == entry.path or _gone(rec):
+            return uuid, rec
+        return self._hardlink(txn, entry, fs_uuid, ctime_s)
+
+    def _hardlink(self, txn: lmdb.Transaction, entry: FileEntry, fs_uuid: str, ctime_s: int
+                  ) -> tuple[str, Record | None]:
+        uuid = uuid_for_hardlink(fs_uuid, entry.ino, ctime_s, entry.path)
+        return uuid, self.store.get(txn, uuid)
+
+    def apply(self, w: RecordWriter, entry: FileEntry, current: K.PathValue | None,
+              root: bytes | None) -> tuple[str, Record | None]:
+        """Write `entry`. Returns (outcome, displaced record) with outcome one of
+        added | updated | moved | unchanged. A displaced record lost its path to this file and
+        must be re-checked as a removal candidate."""
+        txn = w.txn
+        fs_uuid = self.resolver.fs_uuid(entry.path, entry.dev)
+        displaced: Record | None = None
+        old: Record | None = None
+        if current is not None:
+            if (
+                current.ino == entry.ino
+                and current.size == entry.size
+                and current.mtime_ns == entry.mtime_ns
+                and current.ctime_ns == entry.ctime_ns
+                and not current.flags & K.FLAG_TRASH
+            ):
+                return "unchanged", None
+            at_path = self.store.get(txn, current.uuid)
+            if at_path is not None and at_path.get("ino") == entry.ino and (
+                at_path.get("fs_uuid") == fs_uuid
+            ):
+                old = at_path  # same file, modified or its metadata changed: keep the uuid
+            else:
+                displaced = at_path
+        if old is None:
+            uuid, old = self.resolve_identity(txn, entry, fs_uuid)
+        else:
+            uuid = old["uuid"]
+        new = build_record(entry, fs_uuid, uuid, root, old)
+        if old is None:
+            outcome = "added"
+        elif get_field(old, "path") != entry.path:
+            outcome = "moved"
+        else:
+            outcome = "updated"
+        w.put(new, old)
+        extra = {"from": display(get_field(old, "path"))} if outcome == "moved" and old else None
+        self.audit.append(txn, path=entry.path, status="ok", op=outcome, uuid=uuid, extra=extra)
+        return outcome, displaced
+
+    def remove_if_gone(self, w: RecordWriter, uuid: str, path: bytes) -> bool:
+        """Delete the record `uuid` if it still claims `path` and that file is really gone."""
+        rec = self.store.get(w.txn, uuid)
+        if rec is None or rec.get("is_trash") or get_field(rec, "path") != path:
+            return False
+        if not _gone(rec):
+            return False
+        w.delete(rec)
+        self.audit.append(w.txn, path=path, status="ok", op="removed", uuid=uuid)
+        return True
+
+
+class Scanner:
+    """Scan roots into the store. One instance per scan command."""
+
+    def __init__(
+        self,
+        env: Env,
+        store: RecordStore,
+        audit: AuditLog,
+        *,
+        rules: WalkRules | None = None,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+        resolver: FsUuidResolver | None = None,
+        batch_files: int = BATCH_FILES,
+    ) -> None:
+        self.env = env
+        self.store = store
+        self.audit = audit
+        self.rules = rules or WalkRules()
+        self.progress = progress or NullProgress()
+        self.stop = stop or threading.Event()
+        self.resolver = resolver or FsUuidResolver()
+        self.ingest = Ingest(store, audit, self.resolver)
+        self.batch_files = batch_files
+
+    # -- roots -------------------------------------------------------------------------------
+
+    def root_info(self, root: bytes) -> dict[str, Any] | None:
+        with self.env.read() as txn:
+            raw = txn.get(K.P_ROOT + root)
+        return orjson.loads(raw) if raw else None
+
+    def _has_records_under(self, root: bytes) -> bool:
+        prefix = K.path_key(dir_prefix(root))
+        with self.env.read() as txn:
+            cur = txn.cursor()
+            return bool(cur.set_range(prefix) and cur.key().startswith(prefix))
+
+    def _offline_reason(self, root: bytes, info: dict[str, Any] | None) -> str | None:
+        """Why `root` must not be synced now (its records are kept), or None."""
+        known = info is not None or self._has_records_under(root)
+        st = _lstat(root)
+        if st is None:
+            return "root is missing (volume not mounted?)" if known else None
+        if not known:
+            return None
+        if info and info.get("fs_uuid"):
+            fs_uuid = self.resolver.fs_uuid(root, st.st_dev)
+            if fs_uuid != info["fs_uuid"]:
+                return f"root is now on another filesystem ({fs_uuid}, was {info['fs_uuid']})"
+        try:
+            with os.scandir(root) as it:
+                empty = next(iter(it), None) is None
+        except OSError:
+            return None  # unreadable root: the walk reports it and keeps everything
+        if empty and self._has_records_under(root):
+            return "root is empty but held files (volume not mounted?)"
+        return None
+
+    def _save_root(self, root: bytes, **fields: Any) -> None:
+        def fn(txn: lmdb.Transaction) -> None:
+            raw = txn.get(K.P_ROOT + root)
+            info = orjson.loads(raw) if raw else {}
+            set_field(info, "path", root)
+            info.update(fields)
+            txn.put(K.P_ROOT + root, orjson.dumps(info))
+
+        self.env.write(fn)
+
+    # -- the scan ----------------------------------------------------------------------------
+
+    def scan(self, root_arg: bytes, *, force: bool = False) -> ScanSummary:
+        started = time.monotonic()
+        root = os.path.realpath(root_arg) if _lstat(root_arg) is not None else os.path.abspath(
+            root_arg
+        )
+        summary = ScanSummary(root=root)
+        info = self.root_info(root)
+        reason = None if force else self._offline_reason(root, info)
+        if reason is not None:
+            summary.offline = True
+            summary.offline_reason = reason
+            self._save_root(root, offline=True, offline_reason=reason, checked_at=R.now_iso())
+            summary.seconds = time.monotonic() - started
+            return summary
+        st = _lstat(root)
+        if st is None or not os.path.isdir(root):
+            from .errors import NotFoundError
+
+            raise NotFoundError(f"not a directory: {display(root)}", path=root)
+        fs_uuid = self.resolver.fs_uuid(root, st.st_dev)
+        complete = self._sync(root, summary)
+        summary.seconds = time.monotonic() - started
+        fields: dict[str, Any] = {
+            "fs_uuid": fs_uuid, "offline": False, "offline_reason": None,
+            "last_scan_at": R.now_iso(),
+        }
+        if complete:
+            fields["last_complete_scan_at"] = fields["last_scan_at"]
+        self._save_root(root, **fields)
+
+        def log_summary(txn: lmdb.Transaction) -> None:
+            self.audit.append(
+                txn, path=root, status="ok" if complete else "failed", op="scan",
+                error=None if complete else "interrupted",
+                extra={"added": summary.added, "updated": summary.updated,
+                       "moved": summary.moved, "unchanged": summary.unchanged,
+                       "removed": summary.removed, "errors": summary.errors},
+            )
+
+        self.env.write(log_summary)
+        return summary
+
+    def _sync(self, root: bytes, summary: ScanSummary) -> bool:
+        """Merge-join walk and stored keys. Returns True when the walk was not interrupted."""
+        prefix = K.path_key(dir_prefix(root))
+        walker = Walker(root, self.rules)
+        candidates: list[tuple[str, bytes]] = []  # (uuid, path) stored but not seen
+        long_seen: set[bytes] = set()
+        long_stored: list[tuple[str, bytes]] = []
+        lo: bytes | None = None  # merge position: stored keys <= lo are handled
+        batch: list[FileEntry | KeepPrefix] = []
+        deadline = time.monotonic() + BATCH_SECONDS
+        keep: list[bytes] = []
+        interrupted = False
+
+        def flush(hi: bytes | None) -> None:
+            nonlocal lo
+            if not batch and hi is not None:
+                return
+            result = self.env.write(
+                lambda txn: self._apply_batch(txn, root, prefix, batch, lo, hi, keep)
+            )
+            stats, cands, lstored = result
+            for key_name in ("added", "updated", "moved", "unchanged"):
+                setattr(summary, key_name, getattr(summary, key_name) + stats[key_name])
+            candidates.extend(cands)
+            long_stored.extend(lstored)
+            lo = hi
+            batch.clear()
+
+        for item in walker:
+            if self.stop.is_set():
+                interrupted = True
+                break
+            if isinstance(item, Warning_):
+                summary.errors += 1
+                if len(summary.warnings) < MAX_WARNINGS_KEPT:
+                    summary.warnings.append((item.path, item.message))
+                continue
+            if isinstance(item, FileEntry) and len(item.path) > K.PATH_KEY_MAX:
+                long_seen.add(item.path)
+            batch.append(item)
+            if len(batch) >= self.batch_files or time.monotonic() > deadline:
+                flush(self._batch_hi(batch))
+                deadline = time.monotonic() + BATCH_SECONDS
+            self.progress.update(
+                {"phase": "scan", "files": walker.counters.files,
+                 "current": walker.counters.current_dir, "added": summary.added}
+            )
+        if interrupted:
+            flush(self._batch_hi(batch) if batch else lo)
+            summary.interrupted = True
+        else:
+            flush(None)  # to the end of the root's keys
+            for uuid, path in long_stored:
+                if path not in long_seen:
+                    candidates.append((uuid, path))
+            self._remove(candidates, summary)
+        self.progress.done({"phase": "scan", "files": walker.counters.files})
+        return not interrupted
+
+    @staticmethod
+    def _batch_hi(batch: list[FileEntry | KeepPrefix]) -> bytes | None:
+        for item in reversed(batch):
+            if isinstance(item, FileEntry) and len(item.path) <= K.PATH_KEY_MAX:
+                return K.path_key(item.path)
+            if isinstance(item, KeepPrefix):
+                return K.path_key(item.prefix)
+        return None
+
+    def _apply_batch(
+        self,
+        txn: lmdb.Transaction,
+        root: bytes,
+        prefix: bytes,
+        batch: list[FileEntry | KeepPrefix],
+        lo: bytes | None,
+        hi: bytes | None,
+        keep: list[bytes],
+    ) -> tuple[dict[str, int], list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+        """One write transaction: the walk items of `batch` against stored keys in (lo, hi].
+
+        Re-runnable (Env.write may call it again after growing the map): all effects are in
+        `txn` or in the returned values; `keep` only ever gains prefixes already implied.
+        """
+        stats = dict.fromkeys(("added", "updated", "moved", "unchanged"), 0)
+        cands: list[tuple[str, bytes]] = []
+        long_stored: list[tuple[str, bytes]] = []
+        w = self.store.writer(txn)
+        stored = self._stored_keys(txn, prefix, lo, hi)
+        pos = 0
+
+        def drain_until(key: bytes | None) -> None:
+            """Stored keys before `key` (all, when None) were not seen by the walk."""
+            nonlocal pos
+            while pos < len(stored) and (key is None or stored[pos][0] < key):
+                skey, pv = stored[pos]
+                pos += 1
+                spath = skey[len(K.P_PATH):]
+                if pv.flags & K.FLAG_TRASH or any(spath.startswith(p) for p in keep):
+                    continue
+                if b"\0" in spath:
+                    long_stored.append((pv.uuid, b""))
+                    continue
+                cands.append((pv.uuid, spath))
+
+        for item in batch:
+            if isinstance(item, KeepPrefix):
+                drain_until(K.path_key(item.prefix))
+                if item.prefix not in keep:
+                    keep.append(item.prefix)
+                continue
+            if len(item.path) > K.PATH_KEY_MAX:
+                current = self.store.path_value(txn, item.path)
+            else:
+                key = K.path_key(item.path)
+                drain_until(key)
+                current = None
+                if pos < len(stored) and stored[pos][0] == key:
+                    current = stored[pos][1]
+                    pos += 1
+            outcome, displaced = self.ingest.apply(w, item, current, root)
+            stats[outcome] += 1
+            if displaced is not None:
+                cands.append((displaced["uuid"], get_field(displaced, "path") or b""))
+        drain_until(None)
+        # Long stored keys: resolve their real paths from the records.
+        resolved = []
+        for uuid, _ in long_stored:
+            rec = self.store.get(txn, uuid)
+            if rec is not None:
+                resolved.append((uuid, get_field(rec, "path") or b""))
+        w.finish()
+        return stats, cands, resolved
+
+    @staticmethod
+    def _stored_keys(txn: lmdb.Transaction, prefix: bytes, lo: bytes | None, hi: bytes | None
+                     ) -> list[tuple[bytes, K.PathValue]]:
+        """Stored path keys under `prefix` in (lo, hi], hi=None meaning to the end."""
+        out: list[tuple[bytes, K.PathValue]] = []
+        cur = txn.cursor()
+        if not cur.set_range(lo if lo is not None else prefix):
+            return out
+        for key, value in cur:
+            if not key.startswith(prefix) or (hi is not None and key > hi):
+                break
+            if lo is not None and key <= lo:
+                continue
+            out.append((key, K.PathValue.unpack(value)))
+        return out
+
+    def _remove(self, candidates: list[tuple[str, bytes]], summary: ScanSummary) -> None:
+        for start in range(0, len(candidates), self.batch_files):
+            chunk = candidates[start:start + self.batch_files]
+
+            def fn(txn: lmdb.Transaction, chunk: list[tuple[str, bytes]] = chunk) -> int:
+                w = self.store.writer(txn)
+                removed = sum(self.ingest.remove_if_gone(w, uuid, path) for uuid, path in chunk)
+                w.finish()
+                return removed
+
+            summary.removed += self.env.write(fn)
+            self.progress.update({"phase": "remove", "files": summary.removed, "current": b""})
+
+
+def upsert_paths(env: Env, ingest: Ingest, paths: Iterable[bytes], rules: WalkRules | None = None
+                 ) -> dict[str, int]:
+    """Bring the records of individual paths up to date (watcher, `kvmedia notify`)."""
+    from .walk import CLUTTER_NAMES
+
+    rules = rules or WalkRules()
+    entries: list[FileEntry] = []
+    gone: list[bytes] = []
+    for raw in paths:
+        path = os.path.abspath(raw)
+        st = _lstat(path)
+        name = os.path.basename(path)
+        if st is None or not os.path.isfile(path) or os.path.islink(path):
+            gone.append(path)
+            continue
+        if name.startswith(b".") or name in CLUTTER_NAMES or not rules.allows_file(path):
+            continue
+        entries.append(FileEntry(path, name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+                                 st.st_ctime_ns))
+
+    def fn(txn: lmdb.Transaction) -> dict[str, int]:
+        stats = dict.fromkeys(("added", "updated", "moved", "unchanged", "removed"), 0)
+        w = ingest.store.writer(txn)
+        for entry in entries:
+            current = ingest.store.path_value(txn, entry.path)
+            outcome, displaced = ingest.apply(w, entry, current, None)
+            stats[outcome] += 1
+            if displaced is not None:
+                stats["removed"] += ingest.remove_if_gone(
+                    w, displaced["uuid"], get_field(displaced, "path") or b"")
+        for path in gone:
+            pv = ingest.store.path_value(txn, path)
+            if pv is not None:
+                stats["removed"] += ingest.remove_if_gone(w, pv.uuid, path)
+        w.finish()
+        return stats
+
+    return env.write(fn)

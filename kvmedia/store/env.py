@@ -1,0 +1,162 @@
+"""The LMDB environment: opening, read/write transactions, and map growth in one place.
+
+Every write goes through `Env.write(fn)`: `fn(txn)` runs inside one write transaction and is
+re-run from scratch when the map is full (the map is grown first) or was grown by another
+process, so `fn` must only depend on its arguments and the transaction. A `MapFullError` never
+leaves this module. Readers use `with env.read() as txn:`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import lmdb
+
+from ..errors import BusyError, StorageError
+
+T = TypeVar("T")
+
+DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (256 << 20)
+"""Address space reserved up front. LMDB files are sparse: only pages in use take disk."""
+
+MAX_MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1536 << 20)
+
+
+class Env:
+    """One LMDB environment (a `media.lmdb/` directory)."""
+
+    def __init__(self, path: str, *, map_size: int | None = None, readonly: bool = False):
+        self.path = path
+        self.readonly = readonly
+        env_map = os.environ.get("KVMEDIA_LMDB_MAP_SIZE")
+        size = map_size or (int(env_map) if env_map else DEFAULT_MAP_SIZE)
+        self._resize_lock = threading.Condition()
+        self._active_readers = 0
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            self.env = lmdb.open(
+                path,
+                map_size=size,
+                subdir=True,
+                max_dbs=0,
+                max_readers=254,
+                readonly=readonly,
+                lock=True,
+                writemap=False,
+                metasync=True,
+                sync=True,
+                meminit=False,
+                max_spare_txns=4,
+            )
+        except lmdb.LockError as exc:
+            raise BusyError(f"LMDB lock in {path} is unavailable: {exc}", path=path) from exc
+        except lmdb.Error as exc:
+            raise StorageError(
+                f"cannot open LMDB environment {path}: {exc}; check permissions and free space",
+                path=path,
+            ) from exc
+        self._fix_modes()
+
+    def _fix_modes(self) -> None:
+        """Data files hold the only copy of trash bookkeeping and share keys: owner-only."""
+        for name in ("data.mdb", "lock.mdb"):
+            try:
+                os.chmod(os.path.join(self.path, name), 0o600)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        with self._resize_lock:
+            self._active_readers += 1
+        try:
+            txn = self._begin(write=False)
+            try:
+                yield txn
+            finally:
+                txn.abort()
+        finally:
+            with self._resize_lock:
+                self._active_readers -= 1
+                if self._active_readers == 0:
+                    self._resize_lock.notify_all()
+
+    def _begin(self, *, write: bool) -> lmdb.Transaction:
+        for _ in range(3):
+            try:
+                return self.env.begin(write=write, buffers=False)
+            except lmdb.MapResizedError:
+                # Another process grew the map: adopt its size, then retry.
+                self._adopt_size()
+        return self.env.begin(write=write, buffers=False)
+
+    def _adopt_size(self) -> None:
+        with self._resize_lock:
+            while self._active_readers:
+                self._resize_lock.wait()
+            self.env.set_mapsize(0)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `fn(txn)` in one write transaction and commit it; grow the map as needed."""
+        if self.readonly:
+            raise StorageError("the library is open read-only", path=self.path)
+        while True:
+            txn = self._begin(write=True)
+            try:
+                result = fn(txn)
+                txn.commit()
+                return result
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+            except lmdb.MapResizedError:
+                txn.abort()
+                self._adopt_size()
+            except lmdb.DiskError as exc:
+                txn.abort()
+                raise StorageError(f"LMDB write failed: {exc}", path=self.path) from exc
+            except lmdb.Error as exc:
+                txn.abort()
+                if getattr(exc, "errno", None) == errno.ENOSPC or "No space" in str(exc):
+                    raise StorageError(
+                        "no space left on device while writing the library; free space and retry",
+                        path=self.path,
+                    ) from exc
+                raise StorageError(f"LMDB write failed: {exc}", path=self.path) from exc
+            except BaseException:
+                txn.abort()
+                raise
+
+    def _grow(self) -> None:
+        current = self.env.info()["map_size"]
+        if current >= MAX_MAP_SIZE:
+            raise StorageError(
+                f"library database reached its size limit ({current >> 20} MiB)", path=self.path
+            )
+        new_size = min(MAX_MAP_SIZE, max(current * 2, current + (64 << 20)))
+        with self._resize_lock:
+            while self._active_readers:
+                self._resize_lock.wait()
+            self.env.set_mapsize(new_size)
+
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    def disk_bytes(self) -> int:
+        try:
+            return os.stat(os.path.join(self.path, "data.mdb")).st_size
+        except OSError:
+            return 0

@@ -1,0 +1,199 @@
+"""The one write path for records: a record and ALL its keys change in one transaction.
+
+`RecordWriter` wraps one LMDB write transaction. `put(new, old)` / `delete(old)` rewrite the
+record, its path/fid keys, its twelve type keys (its own type and "all") and the per-type
+stats, and then call every listener registered on the store with (writer, old, new) so the
+search-index delta, change feed and audit log are written in the same transaction. Stats
+deltas are accumulated and written once by `finish()`.
+
+Preconditions: `old` is the record as currently stored (or None for a new one); the caller
+has already resolved identity, so `new["uuid"] == old["uuid"]` when both are given.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lmdb
+import orjson
+
+from ..pathbytes import get_field
+from . import keys as K
+
+Record = dict[str, Any]
+Listener = Callable[["RecordWriter", "Record | None", "Record | None"], None]
+
+
+def record_type_keys(rec: Record) -> list[bytes]:
+    name = get_field(rec, "name") or b""
+    trash = bool(rec.get("is_trash"))
+    mtime_ns = int(rec.get("mtime_ns") or 0)
+    size = int(rec.get("size") or 0)
+    uuid = rec["uuid"]
+    out = []
+    for media_type in (rec.get("type") or "other", K.ALL):
+        for kind in K.KINDS:
+            out.append(K.type_key(media_type, trash, kind, name, mtime_ns, size, uuid))
+    return out
+
+
+def record_path_value(rec: Record) -> bytes:
+    flags = K.FLAG_TRASH if rec.get("is_trash") else 0
+    return K.PathValue(
+        rec["uuid"],
+        int(rec.get("ino") or 0),
+        int(rec.get("size") or 0),
+        int(rec.get("mtime_ns") or 0),
+        int(rec.get("ctime_ns") or 0),
+        flags,
+    ).pack()
+
+
+def record_fid_key(rec: Record) -> bytes | None:
+    if not rec.get("fs_uuid"):
+        return None
+    return K.fid_key(rec["fs_uuid"], int(rec.get("ino") or 0), int(rec.get("ctime") or 0))
+
+
+class RecordStore:
+    """Reads records and owns the listener list of the write path."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+
+    # -- reads (any transaction) -------------------------------------------------------------
+
+    @staticmethod
+    def get(txn: lmdb.Transaction, uuid: str) -> Record | None:
+        raw = txn.get(K.uuid_key(uuid))
+        return orjson.loads(raw) if raw is not None else None
+
+    @staticmethod
+    def path_value(txn: lmdb.Transaction, path: bytes) -> K.PathValue | None:
+        raw = txn.get(K.path_key(path))
+        return K.PathValue.unpack(raw) if raw is not None else None
+
+    def get_by_path(self, txn: lmdb.Transaction, path: bytes) -> Record | None:
+        pv = self.path_value(txn, path)
+        if pv is None:
+            return None
+        rec = self.get(txn, pv.uuid)
+        if rec is None or get_field(rec, "path") != path:
+            return None
+        return rec
+
+    @staticmethod
+    def uuid_by_fid(txn: lmdb.Transaction, fs_uuid: str, ino: int, ctime_s: int) -> str | None:
+        raw = txn.get(K.fid_key(fs_uuid, ino, ctime_s))
+        return raw.decode("ascii") if raw is not None else None
+
+    @staticmethod
+    def uuids_by_inode(txn: lmdb.Transaction, fs_uuid: str, ino: int) -> list[str]:
+        """Every uuid recorded for this inode, whatever its ctime (rename detection)."""
+        prefix = K.fid_prefix(fs_uuid, ino)
+        out = []
+        cur = txn.cursor()
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                out.append(value.decode("ascii"))
+        return out
+
+    @staticmethod
+    def iter_prefix(txn: lmdb.Transaction, prefix: bytes, start: bytes | None = None
+                    ) -> Iterator[tuple[bytes, bytes]]:
+        cur = txn.cursor()
+        if not cur.set_range(start if start is not None else prefix):
+            return
+        for key, value in cur:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    @staticmethod
+    def iter_records(txn: lmdb.Transaction) -> Iterator[Record]:
+        for _key, raw in RecordStore.iter_prefix(txn, K.P_UUID):
+            yield orjson.loads(raw)
+
+    def writer(self, txn: lmdb.Transaction) -> RecordWriter:
+        return RecordWriter(self, txn)
+
+
+class RecordWriter:
+    """All record mutations of one write transaction. Call `finish()` before commit."""
+
+    def __init__(self, store: RecordStore, txn: lmdb.Transaction) -> None:
+        self.store = store
+        self.txn = txn
+        self._stats: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+        self.changes = 0
+
+    def put(self, new: Record, old: Record | None = None) -> None:
+        txn = self.txn
+        uuid = new["uuid"]
+        if old is not None:
+            assert old["uuid"] == uuid, "put() replaces a record with the same uuid"
+            self._drop_keys(old, keep=new)
+            self._count(old, -1)
+        txn.put(K.uuid_key(uuid), orjson.dumps(new))
+        path = get_field(new, "path")
+        assert path is not None
+        txn.put(K.path_key(path), record_path_value(new))
+        fid = record_fid_key(new)
+        if fid is not None:
+            txn.put(fid, uuid.encode("ascii"))
+        old_type_keys = set(record_type_keys(old)) if old is not None else set()
+        for key in record_type_keys(new):
+            if key not in old_type_keys:
+                txn.put(key, b"")
+        self._count(new, +1)
+        self.changes += 1
+        for listener in self.store.listeners:
+            listener(self, old, new)
+
+    def delete(self, old: Record) -> None:
+        self._drop_keys(old, keep=None)
+        self.txn.delete(K.uuid_key(old["uuid"]))
+        self._count(old, -1)
+        self.changes += 1
+        for listener in self.store.listeners:
+            listener(self, old, None)
+
+    def _drop_keys(self, old: Record, keep: Record | None) -> None:
+        """Delete `old`'s keys that `keep` does not share. Path/fid keys only if still ours."""
+        txn = self.txn
+        uuid = old["uuid"].encode("ascii")
+        old_path = get_field(old, "path")
+        if old_path is not None and (keep is None or get_field(keep, "path") != old_path):
+            pkey = K.path_key(old_path)
+            raw = txn.get(pkey)
+            if raw is not None and raw[: K.UUID_LEN] == uuid:
+                txn.delete(pkey)
+        old_fid = record_fid_key(old)
+        if old_fid is not None and (keep is None or record_fid_key(keep) != old_fid):
+            if txn.get(old_fid) == uuid:
+                txn.delete(old_fid)
+        new_type_keys = set(record_type_keys(keep)) if keep is not None else set()
+        for key in record_type_keys(old):
+            if key not in new_type_keys:
+                txn.delete(key)
+
+    def _count(self, rec: Record, sign: int) -> None:
+        trash = bool(rec.get("is_trash"))
+        size = int(rec.get("size") or 0)
+        for media_type in (rec.get("type") or "other", K.ALL):
+            slot = self._stats[K.stats_key(media_type, trash)]
+            slot[0] += sign
+            slot[1] += sign * size
+
+    def finish(self) -> None:
+        """Write the accumulated per-type stats. Idempotent."""
+        for key, (dcount, dbytes) in self._stats.items():
+            if dcount == 0 and dbytes == 0:
+                continue
+            count, total = K.unpack_stats(self.txn.get(key))
+            self.txn.put(key, K.pack_stats(count + dcount, total + dbytes))
+        self._stats.clear()

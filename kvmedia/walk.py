@@ -1,0 +1,222 @@
+"""Walk a volume in the byte order of its path keys, applying kvmedia's skip rules.
+
+The walk yields entries in exactly the order LMDB keeps `media:path:` keys (children sorted
+by name, a directory as "name/"), so the scanner can merge-join the walk with the stored keys
+in one pass and constant memory. Never follows symlinks; never opens anything but directories.
+
+Skipped: hidden entries (".x"), NAS clutter (`@eaDir`, `#recycle`, `.DS_Store`...), system
+trees (/proc /sys /dev /run), directories holding a `.nomedia` file, and paths matched by a
+`.kvmediaignore` (gitignore syntax, applies to its directory and below) or the configured
+excludes. When an include list is configured, only files inside it are yielded.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pathspec
+
+from .pathbytes import dir_prefix, is_under
+
+CLUTTER_NAMES = frozenset(
+    {
+        b"@eaDir", b"#recycle", b"#snapshot", b"@Recycle", b"@Recently-Snapshot",
+        b"@sharebin", b"@tmp", b".@__thumb", b".AppleDouble", b".AppleDB", b".DS_Store",
+        b"Thumbs.db", b"desktop.ini", b"$RECYCLE.BIN", b"System Volume Information",
+        b"lost+found", b".nas-trash", b".Trash-1000", b".snapshot", b".streams",
+    }
+)
+SYSTEM_DIRS = frozenset({b"/proc", b"/sys", b"/dev", b"/run", b"/var/run"})
+NOMEDIA = b".nomedia"
+IGNORE_FILE = b".kvmediaignore"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """A regular file seen by the walk."""
+
+    path: bytes
+    name: bytes
+    ino: int
+    dev: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeepPrefix:
+    """A directory that could not be read: everything stored under `prefix` must be kept."""
+
+    prefix: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Warning_:
+    path: bytes
+    message: str
+
+
+WalkItem = FileEntry | KeepPrefix | Warning_
+
+
+@dataclass
+class WalkRules:
+    """Which entries the walk yields. `include`: absolute dirs; `exclude`: gitignore lines."""
+
+    include: list[bytes] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    skip_hidden: bool = True
+
+    def allows_dir(self, path: bytes) -> bool:
+        if not self.include:
+            return True
+        return any(is_under(path, inc) or is_under(inc, path) for inc in self.include)
+
+    def allows_file(self, path: bytes) -> bool:
+        return not self.include or any(is_under(path, inc) for inc in self.include)
+
+
+@dataclass
+class WalkCounters:
+    dirs: int = 0
+    files: int = 0
+    symlinks: int = 0
+    special: int = 0
+    ignored: int = 0
+    current_dir: bytes = b""
+
+
+def _spec(lines: list[str]) -> pathspec.PathSpec | None:
+    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _read_ignore(path: bytes) -> pathspec.PathSpec | None:
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(1 << 20).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    return _spec(text.splitlines())
+
+
+class Walker:
+    """Iterate `root` (bytes, absolute) in path-key order. Errors become items, never raise."""
+
+    def __init__(self, root: bytes, rules: WalkRules | None = None) -> None:
+        self.root = root.rstrip(b"/") or b"/"
+        self.rules = rules or WalkRules()
+        self.counters = WalkCounters()
+        root_spec = _spec(self.rules.exclude)
+        # (base dir prefix, spec): ignore specs in force, outermost first
+        self._root_specs = [(dir_prefix(self.root), root_spec)] if root_spec else []
+
+    def _ignored(self, specs: list[tuple[bytes, pathspec.PathSpec]], path: bytes, is_dir: bool
+                 ) -> bool:
+        for base, spec in specs:
+            rel = path[len(base):].decode("utf-8", "surrogateescape")
+            if is_dir:
+                rel += "/"
+            if spec.match_file(rel):
+                return True
+        return False
+
+    def __iter__(self) -> Iterator[WalkItem]:
+        yield from self._walk_dir(self.root, self._root_specs)
+
+    def _walk_dir(self, top: bytes, inherited: list[tuple[bytes, pathspec.PathSpec]]
+                  ) -> Iterator[WalkItem]:
+        """Depth-first with an explicit stack: depth 1000 must not hit the recursion limit."""
+        # _dir_items yields walk items, or ("descend", path, specs) to enter a subdirectory
+        stack: list[Iterator[object]] = [self._dir_items(top, inherited)]
+        while stack:
+            try:
+                item = next(stack[-1])
+            except StopIteration:
+                stack.pop()
+                continue
+            if isinstance(item, tuple):
+                _, path, specs = item
+                stack.append(self._dir_items(path, specs))
+            else:
+                yield item  # type: ignore[misc]
+
+    def _dir_items(self, path: bytes, inherited: list[tuple[bytes, pathspec.PathSpec]]
+                   ) -> Iterator[object]:
+        counters = self.counters
+        counters.dirs += 1
+        counters.current_dir = path
+        prefix = dir_prefix(path)
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            yield KeepPrefix(prefix, "directory vanished during the scan")
+            return
+        except OSError as exc:
+            yield Warning_(path, f"cannot read directory: {exc.strerror or exc}")
+            yield KeepPrefix(prefix, "unreadable directory")
+            return
+        names = {e.name for e in entries}
+        if NOMEDIA in names:
+            counters.ignored += 1
+            return
+        specs = inherited
+        if IGNORE_FILE in names:
+            spec = _read_ignore(prefix + IGNORE_FILE)
+            if spec is not None:
+                specs = [*inherited, (prefix, spec)]
+        keyed: list[tuple[bytes, os.DirEntry[bytes], bool]] = []
+        for entry in entries:
+            name = entry.name
+            if (self.rules.skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
+                counters.ignored += 1
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            keyed.append((name + b"/" if is_dir else name, entry, is_dir))
+        keyed.sort(key=lambda t: t[0])
+        for _key, entry, is_dir in keyed:
+            full = prefix + entry.name
+            if is_dir:
+                if full in SYSTEM_DIRS or not self.rules.allows_dir(full):
+                    counters.ignored += 1
+                    continue
+                if specs and self._ignored(specs, full, True):
+                    counters.ignored += 1
+                    continue
+                yield ("descend", full, specs)
+                counters.current_dir = path
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between readdir and stat: simply not there any more
+            except OSError as exc:
+                yield Warning_(full, f"cannot stat: {exc.strerror or exc}")
+                yield KeepPrefix(full, "unstattable file")
+                continue
+            mode = st.st_mode
+            if not stat.S_ISREG(mode):
+                if stat.S_ISLNK(mode):
+                    counters.symlinks += 1
+                elif not stat.S_ISDIR(mode):
+                    counters.special += 1
+                    yield Warning_(full, "not a regular file (FIFO, socket or device): skipped")
+                continue
+            if not self.rules.allows_file(full) or (specs and self._ignored(specs, full, False)):
+                counters.ignored += 1
+                continue
+            counters.files += 1
+            yield FileEntry(
+                full, entry.name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+            )
