@@ -21,7 +21,7 @@ import orjson
 from .config import Config
 from .errors import NotFoundError, StorageError, UsageError
 from .identity import FsUuidResolver
-from .pathbytes import get_field, to_bytes
+from .pathbytes import display, get_field, to_bytes
 from .progress import Progress
 from .records import MEDIA_TYPES
 from .scan import Ingest, Scanner, ScanSummary, upsert_paths
@@ -174,7 +174,7 @@ class Library:
         else:
             rec = self.find_by_path(ref)
         if rec is None:
-            raise NotFoundError(f"not in the library: {ref!r}; scan its folder first")
+            raise NotFoundError(f"not in the library: {display(ref)}; scan its folder first")
         return rec
 
     def list_media(self, *, media_type: str | None = None, trash: bool = False,
