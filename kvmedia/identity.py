@@ -8,6 +8,7 @@ module only mints ids.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid as _uuid
 from dataclasses import dataclass
@@ -19,15 +20,26 @@ from .pathbytes import is_under
 NAMESPACE = _uuid.UUID(bytes=b"media-nas-id" + b"\x00" * 4)
 
 
+def _uuid5(name: str) -> str:
+    """RFC 4122 v5 of `name` under NAMESPACE (uuid.uuid5 without its object overhead)."""
+    digest = bytearray(hashlib.sha1(_NS_BYTES + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NS_BYTES = NAMESPACE.bytes
+
+
 def uuid_from_triplet(fs_uuid: str, ino: int, ctime_seconds: int) -> str:
     """The id of a file never seen before (RFC 4122 v5)."""
-    return str(_uuid.uuid5(NAMESPACE, f"{fs_uuid}:{ino}:{ctime_seconds}"))
+    return _uuid5(f"{fs_uuid}:{ino}:{ctime_seconds}")
 
 
 def uuid_for_hardlink(fs_uuid: str, ino: int, ctime_seconds: int, path: bytes) -> str:
     """A second name of an inode that already has a record gets its own id, derived from its path."""
-    name = f"{fs_uuid}:{ino}:{ctime_seconds}:" + xxhash.xxh128_hexdigest(path)
-    return str(_uuid.uuid5(NAMESPACE, name))
+    return _uuid5(f"{fs_uuid}:{ino}:{ctime_seconds}:" + xxhash.xxh128_hexdigest(path))
 
 
 @dataclass(frozen=True)
@@ -103,9 +115,10 @@ class FsUuidResolver:
     the fstype, source and mount point — stable across reboots, unlike st_dev numbers.
     """
 
-    def __init__(self) -> None:
-        self._mounts = read_mounts()
-        self._uuids = read_uuid_links()
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo",
+                 by_uuid: str = "/dev/disk/by-uuid") -> None:
+        self._mounts = read_mounts(mountinfo)
+        self._uuids = read_uuid_links(by_uuid)
         self._cache: dict[int, str] = {}
 
     def mount_for(self, path: bytes, dev: int | None = None) -> Mount | None:

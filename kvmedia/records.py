@@ -30,6 +30,7 @@ such as `duration_sec` survives a rescan):
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from typing import Any
 
 from .pathbytes import get_field
@@ -72,8 +73,17 @@ def infer_type(name: bytes) -> str:
     return "other"
 
 
+_last_iso: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+    """Current UTC time, ISO-8601 with milliseconds (formatted once per millisecond)."""
+    global _last_iso
+    ms = time.time_ns() // 1_000_000
+    if ms != _last_iso[0]:
+        stamp = _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc)
+        _last_iso = (ms, stamp.isoformat(timespec="milliseconds"))
+    return _last_iso[1]
 
 
 def path_of(record: dict[str, Any]) -> bytes:

@@ -110,7 +110,45 @@ def sort_key(kind: str, record_name: bytes, mtime_ns: int, size: int) -> bytes:
 
 
 def type_prefix(media_type: str, trash: bool, kind: str) -> bytes:
-    return P_TYPE + f"{media_type}:trash:{int(trash)}:{kind}:".encode("ascii")
+    return _PREFIXES.get((media_type, bool(trash), kind)) or (
+        P_TYPE + f"{media_type}:trash:{int(trash)}:{kind}:".encode("ascii")
+    )
+
+
+_PREFIXES = {
+    (t, tr, k): P_TYPE + f"{t}:trash:{int(tr)}:{k}:".encode("ascii")
+    for t in ("audio", "video", "image", "other", ALL)
+    for tr in (False, True)
+    for k in KINDS
+}
+
+
+_FAMILY: dict[tuple[str, bool], tuple[bytes, ...]] = {
+    (t, tr): tuple(_PREFIXES[(t, tr, k)] for k in KINDS)
+    for t in ("audio", "video", "image", "other", ALL)
+    for tr in (False, True)
+}
+
+
+def type_keys(media_type: str, trash: bool, name: bytes, mtime_ns: int, size: int, uuid: str
+              ) -> list[bytes]:
+    """The twelve type keys of one record (its own type and "all", six kinds each)."""
+    u = b":" + uuid.encode("ascii")
+    cu = b":" + uuid.translate(_COMPLEMENT).encode("ascii")
+    mod = mtime_ns + (1 << 63)
+    name_asc = name_sort_key(name) + b"\0"
+    tails = (
+        b"%020d%s" % (mod, u),
+        b"%020d%s" % (U64 - mod, cu),
+        name_asc + u,
+        name_asc.translate(_INVERT) + cu,
+        b"%020d%s" % (size, u),
+        b"%020d%s" % (U64 - size, cu),
+    )
+    own = _FAMILY.get((media_type, trash)) or tuple(
+        type_prefix(media_type, trash, k) for k in KINDS)
+    every = _FAMILY[(ALL, trash)]
+    return [p + t for p, t in zip(own, tails)] + [p + t for p, t in zip(every, tails)]
 
 
 def type_key(
@@ -157,9 +195,8 @@ class PathValue:
     flags: int = 0
 
     def pack(self) -> bytes:
-        return self.uuid.encode("ascii") + _STAMP.pack(
-            self.ino, self.size, self.mtime_ns, self.ctime_ns, self.flags
-        )
+        return pack_path_value(self.uuid, self.ino, self.size, self.mtime_ns, self.ctime_ns,
+                               self.flags)
 
     @classmethod
     def unpack(cls, raw: bytes) -> PathValue:
@@ -167,6 +204,12 @@ class PathValue:
         if len(raw) < UUID_LEN + _STAMP.size:  # a bare uuid (PlainNAS layout): no stamp
             return cls(uuid, 0, 0, 0, 0, 0)
         return cls(uuid, *_STAMP.unpack_from(raw, UUID_LEN))
+
+
+def pack_path_value(uuid: str, ino: int, size: int, mtime_ns: int, ctime_ns: int, flags: int
+                    ) -> bytes:
+    """PathValue.pack without building the object (the scanner's hot path)."""
+    return uuid.encode("ascii") + _STAMP.pack(ino, size, mtime_ns, ctime_ns, flags)
 
 
 _STATS = struct.Struct(">qq")  # count, bytes

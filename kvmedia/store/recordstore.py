@@ -27,28 +27,25 @@ Listener = Callable[["RecordWriter", "Record | None", "Record | None"], None]
 
 
 def record_type_keys(rec: Record) -> list[bytes]:
-    name = get_field(rec, "name") or b""
-    trash = bool(rec.get("is_trash"))
-    mtime_ns = int(rec.get("mtime_ns") or 0)
-    size = int(rec.get("size") or 0)
-    uuid = rec["uuid"]
-    out = []
-    for media_type in (rec.get("type") or "other", K.ALL):
-        for kind in K.KINDS:
-            out.append(K.type_key(media_type, trash, kind, name, mtime_ns, size, uuid))
-    return out
+    return K.type_keys(
+        rec.get("type") or "other",
+        bool(rec.get("is_trash")),
+        get_field(rec, "name") or b"",
+        int(rec.get("mtime_ns") or 0),
+        int(rec.get("size") or 0),
+        rec["uuid"],
+    )
 
 
 def record_path_value(rec: Record) -> bytes:
-    flags = K.FLAG_TRASH if rec.get("is_trash") else 0
-    return K.PathValue(
+    return K.pack_path_value(
         rec["uuid"],
-        int(rec.get("ino") or 0),
-        int(rec.get("size") or 0),
-        int(rec.get("mtime_ns") or 0),
-        int(rec.get("ctime_ns") or 0),
-        flags,
-    ).pack()
+        rec.get("ino") or 0,
+        rec.get("size") or 0,
+        rec.get("mtime_ns") or 0,
+        rec.get("ctime_ns") or 0,
+        K.FLAG_TRASH if rec.get("is_trash") else 0,
+    )
 
 
 def record_fid_key(rec: Record) -> bytes | None:
@@ -129,14 +126,22 @@ class RecordWriter:
         self.store = store
         self.txn = txn
         self._stats: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+        # Type keys are never read inside a write transaction, so their puts/deletes are
+        # buffered (last op per key wins) and applied sorted by finish(): one C-level
+        # putmulti instead of twelve Python calls per record, and page-local inserts.
+        self._type_ops: dict[bytes, bool] = {}
         self.changes = 0
 
     def put(self, new: Record, old: Record | None = None) -> None:
         txn = self.txn
         uuid = new["uuid"]
+        new_type_keys = record_type_keys(new)
+        old_type_keys: set[bytes] = set()
         if old is not None:
             assert old["uuid"] == uuid, "put() replaces a record with the same uuid"
-            self._drop_keys(old, keep=new)
+            old_type_keys = set(record_type_keys(old))
+            self._drop_keys(old, keep=new, old_type_keys=old_type_keys,
+                            new_type_keys=set(new_type_keys))
             self._count(old, -1)
         txn.put(K.uuid_key(uuid), orjson.dumps(new))
         path = get_field(new, "path")
@@ -145,10 +150,10 @@ class RecordWriter:
         fid = record_fid_key(new)
         if fid is not None:
             txn.put(fid, uuid.encode("ascii"))
-        old_type_keys = set(record_type_keys(old)) if old is not None else set()
-        for key in record_type_keys(new):
+        ops = self._type_ops
+        for key in new_type_keys:
             if key not in old_type_keys:
-                txn.put(key, b"")
+                ops[key] = True
         self._count(new, +1)
         self.changes += 1
         for listener in self.store.listeners:
@@ -162,7 +167,9 @@ class RecordWriter:
         for listener in self.store.listeners:
             listener(self, old, None)
 
-    def _drop_keys(self, old: Record, keep: Record | None) -> None:
+    def _drop_keys(self, old: Record, keep: Record | None,
+                   old_type_keys: set[bytes] | None = None,
+                   new_type_keys: set[bytes] | None = None) -> None:
         """Delete `old`'s keys that `keep` does not share. Path/fid keys only if still ours."""
         txn = self.txn
         uuid = old["uuid"].encode("ascii")
@@ -176,10 +183,12 @@ class RecordWriter:
         if old_fid is not None and (keep is None or record_fid_key(keep) != old_fid):
             if txn.get(old_fid) == uuid:
                 txn.delete(old_fid)
-        new_type_keys = set(record_type_keys(keep)) if keep is not None else set()
-        for key in record_type_keys(old):
+        if new_type_keys is None:
+            new_type_keys = set(record_type_keys(keep)) if keep is not None else set()
+        ops = self._type_ops
+        for key in old_type_keys if old_type_keys is not None else record_type_keys(old):
             if key not in new_type_keys:
-                txn.delete(key)
+                ops[key] = False
 
     def _count(self, rec: Record, sign: int) -> None:
         trash = bool(rec.get("is_trash"))
@@ -190,7 +199,19 @@ class RecordWriter:
             slot[1] += sign * size
 
     def finish(self) -> None:
-        """Write the accumulated per-type stats. Idempotent."""
+        """Apply the buffered type keys and the accumulated stats. Idempotent."""
+        if self._type_ops:
+            txn = self.txn
+            puts = []
+            for key, present in self._type_ops.items():
+                if present:
+                    puts.append((key, b""))
+                else:
+                    txn.delete(key)
+            puts.sort()
+            if puts:
+                txn.cursor().putmulti(puts)
+            self._type_ops.clear()
         for key, (dcount, dbytes) in self._stats.items():
             if dcount == 0 and dbytes == 0:
                 continue

@@ -1,0 +1,153 @@
+"""Scan throughput: kvmedia scan vs a bare os.scandir + lstat walk (the floor), same tree, same run.
+
+    python benchmarks/bench_scan.py --files 200000 [--work DIR] [--keep]
+
+Builds a tree of N real (sparse, empty-content) files with realistic NAS names in nested
+folders, then times, each in its own process so peak RSS is per phase:
+  walk        bare os.scandir + stat walk, no skip rules (the floor)
+  first       `kvmedia scan` into an empty library
+  rescan      the same scan again, nothing changed
+  rescan-1%   after 1% of files were modified (new size/mtime)
+and prints files/s, seconds, peak RSS and each phase's ratio to the walk. Warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+CAMERAS = ["IMG_{:04d}.JPG", "DSC{:05d}.ARW", "PXL_2023{:04d}_101010.jpg", "GOPR{:04d}.MP4"]
+MUSIC = ["{:02d} - Track {}.flac", "{:02d} Bài hát {}.mp3", "{:02d} 夜に駆ける {}.m4a"]
+SHOWS = ["Show.Name.S{:02d}E{:02d}.1080p.mkv", "Documentary {} part {}.mp4"]
+WORDS = ["Holiday", "Family", "Đà Lạt", "Beach", "Tết", "Wedding", "Birthday", "東京", "Work"]
+
+
+def build_tree(root: str, n_files: int, seed: int = 7) -> int:
+    """Create `n_files` files in year/month/event folders, music albums and TV seasons."""
+    rng = random.Random(seed)
+    made = 0
+    per_dir = 200
+    d = 0
+    while made < n_files:
+        kind = d % 3
+        if kind == 0:
+            folder = os.path.join(root, "Photos", str(2005 + d % 20), f"{d % 12 + 1:02d}",
+                                  f"{rng.choice(WORDS)} {d}")
+        elif kind == 1:
+            folder = os.path.join(root, "Music", f"Artist {d % 500}", f"Album {d}")
+        else:
+            folder = os.path.join(root, "Video", f"Show {d % 300}", f"Season {d % 9 + 1}")
+        os.makedirs(folder, exist_ok=True)
+        count = min(per_dir, n_files - made)
+        for i in range(count):
+            if kind == 0:
+                name = rng.choice(CAMERAS).format(made + i)[:80]
+            elif kind == 1:
+                name = rng.choice(MUSIC).format(i + 1, made + i)
+            else:
+                name = SHOWS[i % 2].format(d % 9 + 1, i + 1) if i % 2 == 0 else \
+                    SHOWS[1].format(made + i, i)
+            path = os.path.join(folder, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.ftruncate(fd, rng.randrange(1 << 12, 1 << 32))  # sparse: no data blocks
+            os.close(fd)
+        made += count
+        d += 1
+    return made
+
+
+WALK_CODE = r"""
+import os, sys, stat
+def walk(top):
+    n = 0
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    n += stat.S_ISREG(st.st_mode)
+    return n
+print(walk(sys.argv[1]))
+"""
+
+
+def run_phase(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """(seconds, peak RSS bytes, stdout) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"phase {argv} failed ({proc.returncode}): {err[-2000:]}")
+    return seconds, usage.ru_maxrss * 1024, out
+
+
+def modify_fraction(root: str, fraction: float, seed: int = 11) -> int:
+    rng = random.Random(seed)
+    changed = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if rng.random() < fraction:
+                path = os.path.join(dirpath, name)
+                with open(path, "r+b") as fh:
+                    fh.truncate(rng.randrange(1 << 12, 1 << 32))
+                changed += 1
+    return changed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=200_000)
+    ap.add_argument("--work", default=os.path.join(os.path.dirname(__file__), "_work"))
+    ap.add_argument("--keep", action="store_true", help="keep the tree and library afterwards")
+    args = ap.parse_args()
+
+    work = os.path.abspath(os.path.join(args.work, f"scan_{args.files}"))
+    tree = os.path.join(work, "tree")
+    data = os.path.join(work, "data")
+    if not os.path.isdir(tree):
+        t0 = time.perf_counter()
+        n = build_tree(tree, args.files)
+        print(f"built tree: {n:,} files in {time.perf_counter() - t0:.1f}s", flush=True)
+    shutil.rmtree(data, ignore_errors=True)
+    env = dict(os.environ, KVMEDIA_DATA_DIR=data, KVMEDIA_CONFIG=os.path.join(work, "none.toml"))
+    kv = [sys.executable, "-m", "kvmedia"]
+
+    rows = []
+    secs, rss, out = run_phase([sys.executable, "-c", WALK_CODE, tree], env)
+    walked = int(out.strip())
+    rows.append(("walk (os.scandir+stat)", secs, rss))
+    for label in ("kvmedia scan, first", "kvmedia rescan, unchanged"):
+        secs, rss, _ = run_phase([*kv, "scan", "--progress", "none", tree], env)
+        rows.append((label, secs, rss))
+    changed = modify_fraction(tree, 0.01)
+    secs, rss, _ = run_phase([*kv, "scan", "--progress", "none", tree], env)
+    rows.append((f"kvmedia rescan, {changed:,} changed", secs, rss))
+
+    db = os.path.join(data, "media.lmdb", "data.mdb")
+    db_bytes = os.stat(db).st_size if os.path.exists(db) else 0
+    floor = rows[0][1]
+    print(f"\nfiles: {walked:,}   python {sys.version.split()[0]}   cores: {os.cpu_count()}")
+    print(f"{'phase':<34} {'seconds':>8} {'files/s':>10} {'peak RSS':>9} {'x walk':>7}")
+    for label, secs, rss in rows:
+        print(f"{label:<34} {secs:>8.2f} {walked / secs:>10,.0f} {rss / 2**20:>7.0f}MB "
+              f"{secs / floor:>7.2f}")
+    print(f"LMDB file: {db_bytes / 2**20:.0f} MB ({db_bytes / max(walked, 1):.0f} B/file)")
+    if not args.keep:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
