@@ -168,11 +168,16 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 @click.option("--force", is_flag=True,
               help="Sync even when a root looks unmounted (missing, empty or another filesystem)"
                    "; records of files not found are then removed.")
+@click.option("--hash", "hash_", is_flag=True,
+              help="Then give each file a content hash (reused while size+mtime hold).")
+@click.option("--persist-ids", type=click.Choice(["xattr", "none"]), default=None,
+              help="xattr: keep each new file's uuid in its user.kvmedia.uuid attribute, so a "
+                   "rebuilt data dir gets the same ids (default: setting scan.persist_ids).")
 @json_option
 @handle_errors
 @click.pass_context
 def scan(ctx: click.Context, paths: tuple[bytes, ...], progress: str | None, force: bool,
-         as_json: bool) -> None:
+         as_json: bool, hash_: bool = False, persist_ids: str | None = None) -> None:
     """Walk PATHS and bring their records up to date.
 
     New files are added, changed ones updated (a renamed or moved file keeps its uuid),
@@ -189,7 +194,8 @@ def scan(ctx: click.Context, paths: tuple[bytes, ...], progress: str | None, for
     lib = open_library(ctx)
     mode = progress or lib.config["progress"]
     with StopOnSignal() as stop:
-        summaries = lib.scan(list(paths), progress=make_progress(mode), stop=stop, force=force)
+        summaries = lib.scan(list(paths), progress=make_progress(mode), stop=stop, force=force,
+                             persist_ids=persist_ids)
     interrupted = stop.is_set()
     for summary in summaries:
         for path, message in summary.warnings:
@@ -204,6 +210,16 @@ def scan(ctx: click.Context, paths: tuple[bytes, ...], progress: str | None, for
             emit_json(summary.to_json())
         else:
             _print_summary(summary)
+    if hash_ and not interrupted:
+        with StopOnSignal() as stop:
+            hashed = lib.hash_media(under=[s.root for s in summaries],
+                                    progress=make_progress(mode), stop=stop)
+        interrupted = stop.is_set()
+        if as_json:
+            emit_json({**hashed.to_json(), "type": "hash"})
+        else:
+            click.echo(f"hashes: {hashed.hashed} computed, {hashed.reused} reused, "
+                       f"{hashed.failed} failed")
     if interrupted:
         sys.exit(E.EXIT_INTERRUPTED)
 
@@ -368,11 +384,28 @@ def doctor(ctx: click.Context, check_only: bool, as_json: bool) -> None:
     """
     lib = open_library(ctx)
     report = lib.doctor(repair=not check_only)
+    from .pathbytes import get_field
+    from .watch.limits import watch_report
+
+    inotify = watch_report([p for p in (get_field(r, "path") for r in lib.roots()) if p])
+    report["inotify"] = inotify.to_json()
+    report["media_tools"] = lib.capabilities()
+    from .embed.semantic import semantic_status
+
+    report["semantic"] = semantic_status(lib.semantic.settings)
     if as_json:
         emit_json(report)
     else:
         for problem in report["problems"]:
             click.echo(f"problem: {problem}")
+        for line in inotify.lines():
+            click.echo(line)
+        for tool in report["media_tools"]["missing"]:
+            click.echo(f"missing: {tool['tool']} (gives {tool['gives']}; {tool['install']})")
+        sem = report["semantic"]
+        click.echo(f"semantic: embedder {sem['embedder']}, vectors {sem['vector_backend']}")
+        if sem["note"]:
+            click.echo(f"note: {sem['note']}")
         verdict = "clean" if report["clean"] else (
             "repaired" if report["repaired"] else "damaged")
         click.echo(f"{report['records']} records; {report['missing_keys']} missing keys, "
@@ -477,7 +510,7 @@ def iter_commands(group: click.Group, prefix: str = "") -> Iterable[tuple[str, c
             yield from iter_commands(command, prefix + name + " ")
 
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("watch", "media", "search", "semantic", "serve", "pipeline")
 """Modules under kvmedia/commands/ that register further commands on `cli`."""
 
 
@@ -492,8 +525,16 @@ _load_command_modules()
 
 
 def main() -> None:
+    """Entry point. Usage errors are JSON objects too when `--json` was given."""
     try:
-        cli(obj={})
+        cli.main(obj={}, standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted", "interrupted", E.EXIT_INTERRUPTED, "--json" in sys.argv)
+    except click.ClickException as exc:
+        if "--json" in sys.argv:
+            _fail(exc.format_message(), "usage", E.EXIT_USAGE, True)
+        exc.show()
+        sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)

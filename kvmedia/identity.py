@@ -38,7 +38,8 @@ def uuid_from_triplet(fs_uuid: str, ino: int, ctime_seconds: int) -> str:
 
 
 def uuid_for_hardlink(fs_uuid: str, ino: int, ctime_seconds: int, path: bytes) -> str:
-    """A second name of an inode that already has a record gets its own id, derived from its path."""
+    """A second name of an inode that already has a record gets its own id, derived from its
+    path."""
     return _uuid5(f"{fs_uuid}:{ino}:{ctime_seconds}:" + xxhash.xxh128_hexdigest(path))
 
 

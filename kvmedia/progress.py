@@ -48,7 +48,8 @@ class TerminalProgress:
         width = 60
         if len(where) > width:
             where = "…" + where[-(width - 1):]
-        line = f"\r{fields.get('phase', 'scan')}: {files:,} files  {files / elapsed:,.0f}/s  {where}"
+        phase = fields.get("phase", "scan")
+        line = f"\r{phase}: {files:,} files  {files / elapsed:,.0f}/s  {where}"
         self.stream.write(line[:160] + "\x1b[K")
         self.stream.flush()
 

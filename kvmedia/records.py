@@ -81,7 +81,7 @@ def now_iso() -> str:
     global _last_iso
     ms = time.time_ns() // 1_000_000
     if ms != _last_iso[0]:
-        stamp = _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc)
+        stamp = _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC)
         _last_iso = (ms, stamp.isoformat(timespec="milliseconds"))
     return _last_iso[1]
 

@@ -18,9 +18,10 @@ offline and nothing under it is deleted. Each batch is one LMDB write transactio
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ import orjson
 
 from . import records as R
 from .identity import FsUuidResolver, uuid_for_hardlink, uuid_from_triplet
-from .pathbytes import dir_prefix, display, get_field, set_field
+from .pathbytes import dir_prefix, display, get_field, is_under, set_field
 from .progress import NullProgress, Progress
 from .store import keys as K
 from .store.audit import AuditLog
@@ -117,6 +118,10 @@ class Ingest:
         self.store = store
         self.audit = audit
         self.resolver = resolver
+        # Optional collaborators set by the Library: sidecar files become dependency nodes
+        # instead of records (pipeline/engine.py); new ids kept in xattrs (persistids.py).
+        self.sidecars: Any = None
+        self.persist: Any = None
 
     def resolve_identity(self, txn: lmdb.Transaction, entry: FileEntry, fs_uuid: str
                          ) -> tuple[str, Record | None]:
@@ -124,16 +129,15 @@ class Ingest:
 
         Order: exact fid (same inode, same ctime) -> same inode with the old path gone and the
         same size+mtime (a rename) -> the uuid minted from the triplet. A second name of a live
-        inode (hardlink) gets its own uuid.
+        inode (hardlink) gets its own uuid, and so does a new file that reused the inode of a
+        deleted one within the same ctime second (same triplet, other size or mtime).
         """
         ctime_s = entry.ctime_ns // 1_000_000_000
         uuid = self.store.uuid_by_fid(txn, fs_uuid, entry.ino, ctime_s)
         if uuid is not None:
-            rec = self.store.get(txn, uuid)
-            if rec is not None:
-                if get_field(rec, "path") == entry.path or _gone(rec):
-                    return uuid, rec
-                return self._hardlink(txn, entry, fs_uuid, ctime_s)
+            found = self._claim(txn, entry, fs_uuid, ctime_s, uuid)
+            if found is not None:
+                return found
         for uuid in self.store.uuids_by_inode(txn, fs_uuid, entry.ino):
             rec = self.store.get(txn, uuid)
             if (
@@ -145,15 +149,26 @@ class Ingest:
             ):
                 return uuid, rec
         uuid = uuid_from_triplet(fs_uuid, entry.ino, ctime_s)
+        return self._claim(txn, entry, fs_uuid, ctime_s, uuid) or (uuid, None)
+
+    def _claim(self, txn: lmdb.Transaction, entry: FileEntry, fs_uuid: str, ctime_s: int,
+               uuid: str) -> tuple[str, Record | None] | None:
+        """`uuid` belongs to this inode's triplet. Take its record over when it is this path or
+        its old path is gone with the same size+mtime (a rename); when a live name (hardlink)
+        or a deleted file holds it, derive another id. None: no record holds `uuid`."""
         rec = self.store.get(txn, uuid)
         if rec is None:
-            return uuid, None
-        if get_field(rec, "path") == entry.path or _gone(rec):
+            return None
+        if get_field(rec, "path") == entry.path:
+            return uuid, rec
+        if (_gone(rec) and rec.get("size") == entry.size
+                and rec.get("mtime_ns") == entry.mtime_ns):
             return uuid, rec
         return self._hardlink(txn, entry, fs_uuid, ctime_s)
 
     def _hardlink(self, txn: lmdb.Transaction, entry: FileEntry, fs_uuid: str, ctime_s: int
                   ) -> tuple[str, Record | None]:
+        """An id derived from the path, for a second holder of a triplet already taken."""
         uuid = uuid_for_hardlink(fs_uuid, entry.ino, ctime_s, entry.path)
         return uuid, self.store.get(txn, uuid)
 
@@ -163,6 +178,11 @@ class Ingest:
         added | updated | moved | unchanged. A displaced record lost its path to this file and
         must be re-checked as a removal candidate."""
         txn = w.txn
+        if self.sidecars is not None and self.sidecars.claims(entry.name):
+            outcome = self.sidecars.ingest_sidecar(
+                w, entry.path, entry.name, entry.size, entry.mtime_ns, entry.ino,
+                current.uuid if current is not None else None)
+            return outcome, None
         fs_uuid = self.resolver.fs_uuid(entry.path, entry.dev)
         displaced: Record | None = None
         old: Record | None = None
@@ -182,11 +202,16 @@ class Ingest:
                 old = at_path  # same file, modified or its metadata changed: keep the uuid
             else:
                 displaced = at_path
+        adopted: dict[str, Any] = {}
         if old is None:
             uuid, old = self.resolve_identity(txn, entry, fs_uuid)
+            if old is None and self.persist is not None:
+                uuid, entry, adopted = self.persist.adopt(txn, entry, fs_uuid, uuid)
+                old = self.store.get(txn, uuid) if adopted.get("restored") else None
         else:
             uuid = old["uuid"]
         new = build_record(entry, fs_uuid, uuid, root, old)
+        new.update(adopted.get("fields") or {})
         if old is None:
             outcome = "added"
         elif get_field(old, "path") != entry.path:
@@ -198,12 +223,14 @@ class Ingest:
         self.audit.append(txn, path=entry.path, status="ok", op=outcome, uuid=uuid, extra=extra)
         return outcome, displaced
 
-    def remove_if_gone(self, w: RecordWriter, uuid: str, path: bytes) -> bool:
-        """Delete the record `uuid` if it still claims `path` and that file is really gone."""
+    def remove_if_gone(self, w: RecordWriter, uuid: str, path: bytes,
+                       excluded: Callable[[bytes], bool] | None = None) -> bool:
+        """Delete the record `uuid` if it still claims `path` and that file is really gone,
+        or is still there but now skipped by the walk's rules (`excluded`)."""
         rec = self.store.get(w.txn, uuid)
         if rec is None or rec.get("is_trash") or get_field(rec, "path") != path:
             return False
-        if not _gone(rec):
+        if not _gone(rec) and not (excluded is not None and excluded(path)):
             return False
         w.delete(rec)
         self.audit.append(w.txn, path=path, status="ok", op="removed", uuid=uuid)
@@ -273,9 +300,15 @@ class Scanner:
         def fn(txn: lmdb.Transaction) -> None:
             raw = txn.get(K.P_ROOT + root)
             info = orjson.loads(raw) if raw else {}
+            went_offline = bool(fields.get("offline")) and not info.get("offline")
             set_field(info, "path", root)
             info.update(fields)
             txn.put(K.P_ROOT + root, orjson.dumps(info))
+            if went_offline:  # tell the change feed (and any listener that cares), same txn
+                for listener in self.store.listeners:
+                    notice = getattr(listener, "root_offline", None)
+                    if notice is not None:
+                        notice(txn, root, str(fields.get("offline_reason") or "offline"))
 
         self.env.write(fn)
 
@@ -366,10 +399,11 @@ class Scanner:
             if len(batch) >= self.batch_files or time.monotonic() > deadline:
                 flush(self._batch_hi(batch))
                 deadline = time.monotonic() + BATCH_SECONDS
-            self.progress.update(
-                {"phase": "scan", "files": walker.counters.files,
-                 "current": walker.counters.current_dir, "added": summary.added}
-            )
+            if not walker.counters.files & 127:
+                self.progress.update(
+                    {"phase": "scan", "files": walker.counters.files,
+                     "current": walker.counters.current_dir, "added": summary.added}
+                )
         if interrupted:
             flush(self._batch_hi(batch) if batch else lo)
             summary.interrupted = True
@@ -378,7 +412,7 @@ class Scanner:
             for uuid, path in long_stored:
                 if path not in long_seen:
                     candidates.append((uuid, path))
-            self._remove(candidates, summary)
+            self._remove(candidates, summary, walker.excludes)
         self.progress.done({"phase": "scan", "files": walker.counters.files})
         return not interrupted
 
@@ -472,13 +506,15 @@ class Scanner:
             out.append((key, K.PathValue.unpack(value)))
         return out
 
-    def _remove(self, candidates: list[tuple[str, bytes]], summary: ScanSummary) -> None:
+    def _remove(self, candidates: list[tuple[str, bytes]], summary: ScanSummary,
+                excluded: Callable[[bytes], bool]) -> None:
         for start in range(0, len(candidates), self.batch_files):
             chunk = candidates[start:start + self.batch_files]
 
             def fn(txn: lmdb.Transaction, chunk: list[tuple[str, bytes]] = chunk) -> int:
                 w = self.store.writer(txn)
-                removed = sum(self.ingest.remove_if_gone(w, uuid, path) for uuid, path in chunk)
+                removed = sum(self.ingest.remove_if_gone(w, uuid, path, excluded)
+                              for uuid, path in chunk)
                 w.finish()
                 return removed
 
@@ -486,40 +522,106 @@ class Scanner:
             self.progress.update({"phase": "remove", "files": summary.removed, "current": b""})
 
 
-def upsert_paths(env: Env, ingest: Ingest, paths: Iterable[bytes], rules: WalkRules | None = None
+def _root_for(path: bytes, roots: Iterable[bytes]) -> bytes | None:
+    """The longest known scan root holding `path`."""
+    best: bytes | None = None
+    for root in roots:
+        if is_under(path, root) and (best is None or len(root) > len(best)):
+            best = root
+    return best
+
+
+def stored_under(txn: lmdb.Transaction, store: RecordStore, prefix: bytes
+                 ) -> list[tuple[str, bytes]]:
+    """(uuid, path) of every record whose path starts with the directory prefix `prefix`."""
+    out: list[tuple[str, bytes]] = []
+    for key, raw in store.iter_prefix(txn, K.path_key(prefix)):
+        uuid = raw[:K.UUID_LEN].decode("ascii")
+        path = K.path_from_key(key)
+        if path is None:  # a hashed long key: the record has the real path
+            rec = store.get(txn, uuid)
+            path = get_field(rec, "path") if rec is not None else None
+        if path is not None:
+            out.append((uuid, path))
+    return out
+
+
+def upsert_paths(env: Env, ingest: Ingest, paths: Iterable[bytes], rules: WalkRules | None = None,
+                 *, roots: Iterable[bytes] = (), outcomes: list[tuple[bytes, str]] | None = None
                  ) -> dict[str, int]:
-    """Bring the records of individual paths up to date (watcher, `kvmedia notify`)."""
+    """Bring the records of individual paths up to date (watcher, `kvmedia notify`).
+
+    A path that is a directory stands for everything under it: it is walked with the scan's
+    rules and records under it the walk did not see are removal candidates. A path that is
+    gone removes its record and, when it was a directory, every record under it (not when its
+    parent is gone too: that looks like an unmounted volume, which only a scan may judge).
+    Everything is ONE write transaction, new paths first and removals after, so both halves
+    of a move land together and a moved file keeps its uuid (rename detection by inode).
+
+    `roots`: the known scan roots; a new record gets the longest one holding it.
+    `outcomes`: when given, receives (path, added|updated|moved|unchanged|removed) per file.
+    """
     from .walk import CLUTTER_NAMES
 
     rules = rules or WalkRules()
-    entries: list[FileEntry] = []
+    roots = list(roots)
+    entries: dict[bytes, FileEntry] = {}
     gone: list[bytes] = []
+    walked: list[tuple[bytes, set[bytes], list[bytes]]] = []  # (dir prefix, seen, keep prefixes)
     for raw in paths:
         path = os.path.abspath(raw)
         st = _lstat(path)
-        name = os.path.basename(path)
-        if st is None or not os.path.isfile(path) or os.path.islink(path):
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            seen: set[bytes] = set()
+            keep: list[bytes] = []
+            for item in Walker(path, rules):
+                if isinstance(item, FileEntry):
+                    entries[item.path] = item
+                    seen.add(item.path)
+                elif isinstance(item, KeepPrefix):
+                    keep.append(item.prefix)
+            walked.append((dir_prefix(path), seen, keep))
+            continue
+        if st is None or not stat.S_ISREG(st.st_mode):
             gone.append(path)
             continue
+        name = os.path.basename(path)
         if name.startswith(b".") or name in CLUTTER_NAMES or not rules.allows_file(path):
             continue
-        entries.append(FileEntry(path, name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
-                                 st.st_ctime_ns))
+        entries[path] = FileEntry(path, name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+                                  st.st_ctime_ns)
 
     def fn(txn: lmdb.Transaction) -> dict[str, int]:
         stats = dict.fromkeys(("added", "updated", "moved", "unchanged", "removed"), 0)
+        if outcomes is not None:
+            del outcomes[:]  # Env.write may run this again from scratch
         w = ingest.store.writer(txn)
-        for entry in entries:
+
+        def remove(uuid: str, path: bytes) -> None:
+            if ingest.remove_if_gone(w, uuid, path):
+                stats["removed"] += 1
+                if outcomes is not None:
+                    outcomes.append((path, "removed"))
+
+        for entry in entries.values():
             current = ingest.store.path_value(txn, entry.path)
-            outcome, displaced = ingest.apply(w, entry, current, None)
+            outcome, displaced = ingest.apply(w, entry, current, _root_for(entry.path, roots))
             stats[outcome] += 1
+            if outcomes is not None:
+                outcomes.append((entry.path, outcome))
             if displaced is not None:
-                stats["removed"] += ingest.remove_if_gone(
-                    w, displaced["uuid"], get_field(displaced, "path") or b"")
+                remove(displaced["uuid"], get_field(displaced, "path") or b"")
+        for prefix, seen, keep in walked:
+            for uuid, spath in stored_under(txn, ingest.store, prefix):
+                if spath not in seen and not any(spath.startswith(k) for k in keep):
+                    remove(uuid, spath)
         for path in gone:
             pv = ingest.store.path_value(txn, path)
             if pv is not None:
-                stats["removed"] += ingest.remove_if_gone(w, pv.uuid, path)
+                remove(pv.uuid, path)
+            if os.path.isdir(os.path.dirname(path)):
+                for uuid, spath in stored_under(txn, ingest.store, dir_prefix(path)):
+                    remove(uuid, spath)
         w.finish()
         return stats
 

@@ -128,6 +128,36 @@ class Walker:
                 return True
         return False
 
+    def excludes(self, path: bytes) -> bool:
+        """True when the rules skip `path`, a file under the root that exists now: the walk
+        did not yield it because of a hidden or clutter component, a `.nomedia`, an ignore
+        pattern or the include/exclude config. A record of such a file must not outlive the
+        rule. Checked from the root down, reading the same marker files the walk reads."""
+        if path == self.root or not is_under(path, self.root):
+            return False
+        specs = list(self._root_specs)
+        prefix = dir_prefix(self.root)
+        parts = path[len(prefix):].split(b"/")
+        for depth, name in enumerate(parts):
+            if os.path.lexists(prefix + NOMEDIA):
+                return True
+            if os.path.lexists(prefix + IGNORE_FILE):
+                spec = _read_ignore(prefix + IGNORE_FILE)
+                if spec is not None:
+                    specs.append((prefix, spec))
+            if (self.rules.skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
+                return True
+            full = prefix + name
+            is_dir = depth < len(parts) - 1
+            if is_dir and (full in SYSTEM_DIRS or not self.rules.allows_dir(full)):
+                return True
+            if not is_dir and not self.rules.allows_file(full):
+                return True
+            if specs and self._ignored(specs, full, is_dir):
+                return True
+            prefix = full + b"/"
+        return False
+
     def __iter__(self) -> Iterator[WalkItem]:
         yield from self._walk_dir(self.root, self._root_specs)
 

@@ -13,6 +13,12 @@ import pytest
 from kvmedia import Library
 
 
+@pytest.fixture(autouse=True)
+def _hermetic_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process libraries never read the machine's ~/.config/kvmedia/config.toml."""
+    monkeypatch.setenv("KVMEDIA_CONFIG", str(tmp_path / "absent-config.toml"))
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

@@ -28,10 +28,28 @@ DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (256 << 20)
 MAX_MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1536 << 20)
 
 
+_OPEN: dict[str, Env] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class Env:
-    """One LMDB environment (a `media.lmdb/` directory)."""
+    """One LMDB environment (a `media.lmdb/` directory).
+
+    LMDB allows one open handle per environment per process, so opening the same directory
+    again in this process returns the same `Env` (reference-counted; `close()` releases one).
+    """
+
+    def __new__(cls, path: str, *, map_size: int | None = None, readonly: bool = False) -> Env:
+        with _OPEN_LOCK:
+            shared = _OPEN.get(os.path.realpath(path))
+            if shared is not None:
+                shared._refs += 1
+                return shared
+        return super().__new__(cls)
 
     def __init__(self, path: str, *, map_size: int | None = None, readonly: bool = False):
+        if getattr(self, "_refs", 0):
+            return  # a shared, already open environment (see __new__)
         self.path = path
         self.readonly = readonly
         env_map = os.environ.get("KVMEDIA_LMDB_MAP_SIZE")
@@ -53,6 +71,7 @@ class Env:
                 sync=True,
                 meminit=False,
                 max_spare_txns=4,
+                readahead=False,  # random access: readahead only inflates RSS and I/O
             )
         except lmdb.LockError as exc:
             raise BusyError(f"LMDB lock in {path} is unavailable: {exc}", path=path) from exc
@@ -62,6 +81,10 @@ class Env:
                 path=path,
             ) from exc
         self._fix_modes()
+        self._key = os.path.realpath(path)
+        self._refs = 1
+        with _OPEN_LOCK:
+            _OPEN[self._key] = self
 
     def _fix_modes(self) -> None:
         """Data files hold the only copy of trash bookkeeping and share keys: owner-only."""
@@ -72,25 +95,49 @@ class Env:
                 pass
 
     def close(self) -> None:
+        with _OPEN_LOCK:
+            if self._refs <= 0:
+                return
+            self._refs -= 1
+            if self._refs:
+                return
+            _OPEN.pop(self._key, None)
         self.env.close()
 
     # -- reads -----------------------------------------------------------------------------
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        with self._resize_lock:
-            self._active_readers += 1
+        txn = self._begin_read()
         try:
-            txn = self._begin(write=False)
-            try:
-                yield txn
-            finally:
-                txn.abort()
+            yield txn
         finally:
+            txn.abort()
+            self._release_reader()
+
+    def _begin_read(self) -> lmdb.Transaction:
+        """A read transaction, counted so no map resize in this process runs under it. The
+        count is dropped while adopting a map another process grew (else we wait on us)."""
+        for attempt in range(4):
             with self._resize_lock:
-                self._active_readers -= 1
-                if self._active_readers == 0:
-                    self._resize_lock.notify_all()
+                self._active_readers += 1
+            try:
+                return self.env.begin(write=False, buffers=False)
+            except lmdb.MapResizedError:
+                self._release_reader()
+                if attempt == 3:
+                    raise
+                self._adopt_size()
+            except BaseException:
+                self._release_reader()
+                raise
+        raise AssertionError("unreachable")
+
+    def _release_reader(self) -> None:
+        with self._resize_lock:
+            self._active_readers -= 1
+            if self._active_readers == 0:
+                self._resize_lock.notify_all()
 
     def _begin(self, *, write: bool) -> lmdb.Transaction:
         for _ in range(3):

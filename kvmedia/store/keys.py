@@ -148,7 +148,8 @@ def type_keys(media_type: str, trash: bool, name: bytes, mtime_ns: int, size: in
     own = _FAMILY.get((media_type, trash)) or tuple(
         type_prefix(media_type, trash, k) for k in KINDS)
     every = _FAMILY[(ALL, trash)]
-    return [p + t for p, t in zip(own, tails)] + [p + t for p, t in zip(every, tails)]
+    return ([p + t for p, t in zip(own, tails, strict=True)]
+            + [p + t for p, t in zip(every, tails, strict=True)])
 
 
 def type_key(

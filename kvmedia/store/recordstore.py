@@ -205,12 +205,12 @@ class RecordWriter:
             puts = []
             for key, present in self._type_ops.items():
                 if present:
-                    puts.append((key, b""))
+                    puts.append(key)
                 else:
                     txn.delete(key)
-            puts.sort()
             if puts:
-                txn.cursor().putmulti(puts)
+                puts.sort()
+                txn.cursor().putmulti([(key, b"") for key in puts])
             self._type_ops.clear()
         for key, (dcount, dbytes) in self._stats.items():
             if dcount == 0 and dbytes == 0:

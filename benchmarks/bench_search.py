@@ -1,0 +1,380 @@
+"""Search benchmark: kvmedia vs SQLite FTS5, tantivy and plocate on the same corpus.
+
+    python benchmarks/bench_search.py [--n 1000000] [--repeat 15] [--no-check]
+
+Mode for every engine: the total count plus the first 100 hits in rank order with their paths.
+Prints build time, index bytes per document, per-kind p50/p95/p99 in ms and ratios, the CLI's
+whole-process time, upsert-to-visible latency, the searching process's RSS, and whether every
+kvmedia answer equals the brute-force oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import gen_corpus  # noqa: E402
+
+# kind -> (kvmedia query, fts5 MATCH (None: n/a), fts5 trigram LIKE?, tantivy spec, plocate)
+KINDS: dict[str, list[dict[str, Any]]] = {
+    "exact_common": [{"kv": "love", "fts": "love", "tv": ("term", "love"), "pl": "love"},
+                     {"kv": "season", "fts": "season", "tv": ("term", "season"),
+                      "pl": "season"}],
+    "exact_rare": [{"kv": "motorhead", "fts": "motorhead", "tv": ("term", "motörhead"),
+                    "pl": "motörhead"},
+                   {"kv": "sherlock", "fts": "sherlock", "tv": ("term", "sherlock"),
+                    "pl": "sherlock"}],
+    "diacritic": [{"kv": "beyonce", "fts": "beyonce", "tv": ("term", "beyoncé"),
+                   "pl": "beyonc"},
+                  {"kv": "bai bien", "fts": "bai bien", "tv": ("and", ["bãi", "biển"]),
+                   "pl": "bãi biển"}],
+    "prefix": [{"kv": "beyon", "fts": "beyon*", "tv": ("prefix", "beyon"), "pl": "beyon"},
+               {"kv": "midn", "fts": "midn*", "tv": ("prefix", "midn"), "pl": "midn"}],
+    "multi_and": [{"kv": "summer love", "fts": "summer love", "tv": ("and", ["summer", "love"]),
+                   "pl": None},
+                  {"kv": "dark 1080p", "fts": "dark 1080p", "tv": ("and", ["dark", "1080p"]),
+                   "pl": None}],
+    "substring": [{"kv": "idnig", "fts_tri": "idnig", "tv": ("regex", ".*idnig.*"),
+                   "pl": "idnig"},
+                  {"kv": "0714_", "fts_tri": "0714_", "tv": ("regex", ".*0714.*"),
+                   "pl": "0714_"}],
+    "fuzzy": [{"kv": "~sherlok", "fts": None, "tv": ("fuzzy", "sherlok"), "pl": None},
+              {"kv": "~paradyse", "fts": None, "tv": ("fuzzy", "paradyse"), "pl": None}],
+    "filtered": [{"kv": "love type:audio", "fts": "love AND type:typeaudio",
+                  "tv": ("and", ["love"]), "pl": None},
+                 {"kv": "season ext:mkv", "fts": "season AND ext:mkv",
+                  "tv": ("and", ["season", "mkv"]), "pl": None}],
+    "cjk": [{"kv": "東京", "fts_tri": "東京", "tv": ("term", "東京"), "pl": "東京"},
+            {"kv": "사랑", "fts_tri": "사랑", "tv": ("term", "사랑"), "pl": "사랑"}],
+}
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def timed(fn: Any, repeat: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def du(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(dirpath, f))
+    return total
+
+
+# -- kvmedia ----------------------------------------------------------------------------------
+
+def bench_kvmedia(work: str, corpus: list[tuple[bytes, int, int]], n: int, repeat: int,
+                  check: bool) -> dict[str, Any]:
+    from kvmedia import Library
+
+    data = os.path.join(work, "kv")
+    lib = Library.open(data)
+    t = time.perf_counter()
+    gen_corpus.write_records(lib, n, seed=1)
+    ingest_s = time.perf_counter() - t
+    t = time.perf_counter()
+    report = lib.search_engine.maintainer.merge(full=True)
+    build_s = time.perf_counter() - t
+    idx_bytes = du(os.path.join(data, "searchidx_media"))
+    out: dict[str, Any] = {"ingest_s": ingest_s, "build_s": build_s, "index_bytes": idx_bytes,
+                           "bytes_per_doc": idx_bytes / n, "segments": report.segments,
+                           "kinds": {}}
+    lib.close()
+    lib = Library.open(data)
+    for kind, qs in KINDS.items():
+        times: list[float] = []
+        totals = []
+        for spec in qs:
+            def run(spec: dict[str, Any] = spec) -> Any:
+                r = lib.search(spec["kv"], limit=100)
+                return r.total, [h["path"] for h in r.hits]
+            times += timed(run, repeat)
+            totals.append(run()[0])
+        out["kinds"][kind] = {"p50": pct(times, 50), "p95": pct(times, 95),
+                              "p99": pct(times, 99), "totals": totals}
+    # upsert -> visible
+    lat = []
+    from kvmedia.store.recordstore import RecordStore
+    for i in range(20):
+        path = f"/mnt/vol1/new/fresh_upsert_{i}_qqzx.jpg".encode()
+        rec = gen_corpus.record_for(path, 1, 2 * 10**18, 10**8 + i, b"/mnt/vol1")
+        t = time.perf_counter()
+
+        def fn(txn: Any, rec: dict[str, Any] = rec) -> None:
+            w = lib.store.writer(txn)
+            w.put(rec, RecordStore.get(txn, rec["uuid"]))
+            w.finish()
+
+        lib.env.write(fn)
+        r = lib.search(f"fresh_upsert_{i}_qqzx", limit=100)
+        lat.append((time.perf_counter() - t) * 1000)
+        assert r.total == 1, "upsert not visible"
+    out["upsert_visible_ms"] = {"p50": pct(lat, 50), "p95": pct(lat, 95)}
+    # CLI whole process
+    env = dict(os.environ, KVMEDIA_DATA_DIR=data)
+    cli = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "kvmedia", "search", "beyonce", "--limit", "100"],
+                       env=env, capture_output=True, check=False)
+        cli.append((time.perf_counter() - t) * 1000)
+    out["cli_ms"] = {"p50": pct(cli, 50), "min": min(cli)}
+    # RSS of a process that only searches
+    queries = [s["kv"] for qs in KINDS.values() for s in qs]
+    code = (f"import resource,sys;sys.path.insert(0,{HERE!r});from kvmedia import Library;"
+            f"lib=Library.open({data!r});[lib.search(q,limit=100) for q in {queries!r}*3];"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    rss = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out["search_rss_mb"] = int(rss.stdout.strip() or 0) / 1024
+    if check:
+        out["oracle_mismatches"] = oracle_check(lib)
+    lib.close()
+    return out
+
+
+def oracle_check(lib: Any) -> list[str]:
+    from kvmedia.index.docs import doc_from_record
+    from kvmedia.search import oracle
+    from kvmedia.search.query import apply_options, parse_query
+    from kvmedia.store.recordstore import RecordStore
+
+    with lib.env.read() as txn:
+        rows = [doc_from_record(r) for r in RecordStore.iter_records(txn)]
+    bad = []
+    for qs in KINDS.values():
+        for spec in qs:
+            q = apply_options(parse_query(spec["kv"]), limit=100)
+            total, hits = oracle.scan(rows, q)
+            r = lib.search(spec["kv"], limit=100)
+            if (r.total, [h["uuid"] for h in r.hits]) != (total, [x.uuid for _k, x in hits[:100]]):
+                bad.append(spec["kv"])
+    return bad
+
+
+# -- peers ------------------------------------------------------------------------------------
+
+def bench_fts5(work: str, corpus: list[tuple[bytes, int, int]], repeat: int) -> dict[str, Any]:
+    path = os.path.join(work, "fts.db")
+    con = sqlite3.connect(path)
+    t = time.perf_counter()
+    con.execute("CREATE VIRTUAL TABLE f USING fts5(name, path, type, ext, "
+                "tokenize='unicode61 remove_diacritics 2')")
+    con.execute("CREATE VIRTUAL TABLE g USING fts5(path, tokenize='trigram')")
+    from kvmedia import records as R
+    rows = []
+    for p, _s, _m in corpus:
+        name = p.rsplit(b"/", 1)[1]
+        rows.append((name.decode(), p.decode(), "type" + R.infer_type(name), R.extension(name)))
+    con.executemany("INSERT INTO f VALUES (?,?,?,?)", rows)
+    con.executemany("INSERT INTO g VALUES (?)", [(r[1],) for r in rows])
+    con.commit()
+    build = time.perf_counter() - t
+    out: dict[str, Any] = {"build_s": build, "index_bytes": os.path.getsize(path), "kinds": {}}
+    for kind, qs in KINDS.items():
+        times: list[float] = []
+        totals = []
+        ok = True
+        for spec in qs:
+            if "fts_tri" in spec:
+                pat = "%" + spec["fts_tri"] + "%"
+
+                def run(pat: str = pat) -> Any:
+                    n = con.execute("SELECT count(*) FROM g WHERE path LIKE ?", (pat,)).fetchone()
+                    hits = con.execute("SELECT path FROM g WHERE path LIKE ? LIMIT 100",
+                                       (pat,)).fetchall()
+                    return n[0], hits
+            elif spec.get("fts"):
+                m = spec["fts"]
+
+                def run(m: str = m) -> Any:
+                    n = con.execute("SELECT count(*) FROM f WHERE f MATCH ?", (m,)).fetchone()
+                    hits = con.execute("SELECT path FROM f WHERE f MATCH ? ORDER BY rank "
+                                       "LIMIT 100", (m,)).fetchall()
+                    return n[0], hits
+            else:
+                ok = False
+                continue
+            times += timed(run, repeat)
+            totals.append(run()[0])
+        if ok and times:
+            out["kinds"][kind] = {"p50": pct(times, 50), "p95": pct(times, 95),
+                                  "p99": pct(times, 99), "totals": totals}
+    con.close()
+    return out
+
+
+def bench_tantivy(work: str, corpus: list[tuple[bytes, int, int]], repeat: int
+                  ) -> dict[str, Any] | None:
+    try:
+        import tantivy
+    except ImportError:
+        return None
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("name", stored=False)
+    sb.add_text_field("path", stored=True)
+    schema = sb.build()
+    path = os.path.join(work, "tantivy")
+    os.makedirs(path, exist_ok=True)
+    t = time.perf_counter()
+    index = tantivy.Index(schema, path=path)
+    writer = index.writer(heap_size=200_000_000, num_threads=2)
+    for p, _s, _m in corpus:
+        text = p.decode()
+        writer.add_document(tantivy.Document(name=text.rsplit("/", 1)[1], path=text))
+    writer.commit()
+    writer.wait_merging_threads()
+    build = time.perf_counter() - t
+    index.reload()
+    searcher = index.searcher()
+    out: dict[str, Any] = {"build_s": build, "index_bytes": du(path), "kinds": {}}
+    Occur = tantivy.Occur
+
+    def make(spec: tuple[str, Any]) -> Any:
+        kind, arg = spec
+        fields = ["name", "path"]
+        def one(word: str) -> Any:
+            if kind == "prefix":
+                return tantivy.Query.boolean_query([(Occur.Should, tantivy.Query.fuzzy_term_query(
+                    schema, f, word, distance=0, prefix=True)) for f in fields])
+            if kind == "fuzzy":
+                return tantivy.Query.boolean_query([(Occur.Should, tantivy.Query.fuzzy_term_query(
+                    schema, f, word, distance=1)) for f in fields])
+            if kind == "regex":
+                return tantivy.Query.boolean_query([(Occur.Should, tantivy.Query.regex_query(
+                    schema, f, word)) for f in fields])
+            return tantivy.Query.boolean_query([(Occur.Should, tantivy.Query.term_query(
+                schema, f, word.lower())) for f in fields])
+        if kind == "and":
+            return tantivy.Query.boolean_query([(Occur.Must, make(("term", w))) for w in arg])
+        return one(arg)
+
+    for kind, qs in KINDS.items():
+        times: list[float] = []
+        totals = []
+        for spec in qs:
+            query = make(spec["tv"])
+
+            def run(query: Any = query) -> Any:
+                res = searcher.search(query, 100)
+                return res.count, [searcher.doc(a)["path"] for _s, a in res.hits]
+            times += timed(run, repeat)
+            totals.append(run()[0])
+        out["kinds"][kind] = {"p50": pct(times, 50), "p95": pct(times, 95),
+                              "p99": pct(times, 99), "totals": totals}
+    return out
+
+
+def bench_plocate(work: str, corpus: list[tuple[bytes, int, int]], repeat: int
+                  ) -> dict[str, Any] | None:
+    build_bin = shutil.which("plocate-build") or "/usr/sbin/plocate-build"
+    if not shutil.which("plocate") or not os.path.exists(build_bin):
+        return None
+    lst = os.path.join(work, "paths.txt")
+    with open(lst, "wb") as fh:
+        fh.write(b"\n".join(p for p, _s, _m in corpus) + b"\n")
+    db = os.path.join(work, "plocate.db")
+    t = time.perf_counter()
+    subprocess.run([build_bin, "-l", "no", "-p", lst, db], check=True)
+    build = time.perf_counter() - t
+    out: dict[str, Any] = {"build_s": build, "index_bytes": os.path.getsize(db), "kinds": {}}
+    for kind, qs in KINDS.items():
+        times: list[float] = []
+        totals = []
+        for spec in qs:
+            if not spec.get("pl"):
+                continue
+            pat = spec["pl"]
+
+            def run(pat: str = pat) -> Any:
+                c = subprocess.run(["plocate", "-d", db, "-i", "-c", pat], capture_output=True)
+                h = subprocess.run(["plocate", "-d", db, "-i", "-l", "100", pat],
+                                   capture_output=True)
+                return int(c.stdout or 0), h.stdout
+            times += timed(run, max(3, repeat // 3))
+            totals.append(run()[0])
+        if times:
+            out["kinds"][kind] = {"p50": pct(times, 50), "p95": pct(times, 95),
+                                  "p99": pct(times, 99), "totals": totals}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of peers to skip")
+    args = ap.parse_args()
+    work = os.path.join(HERE, "_work", f"search-{args.n}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    corpus = list(gen_corpus.paths(args.n, seed=1))
+    results: dict[str, Any] = {"n": args.n, "cpu": os.cpu_count()}
+    results["kvmedia"] = bench_kvmedia(work, corpus, args.n, args.repeat, not args.no_check)
+    print(json.dumps(results["kvmedia"], indent=1), flush=True)
+    skip = set(args.skip.split(","))
+    if "fts5" not in skip:
+        results["fts5"] = bench_fts5(work, corpus, args.repeat)
+    if "tantivy" not in skip:
+        results["tantivy"] = bench_tantivy(work, corpus, args.repeat)
+    if "plocate" not in skip:
+        results["plocate"] = bench_plocate(work, corpus, args.repeat)
+    report(results)
+    with open(os.path.join(work, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=1)
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    kv = r["kvmedia"]
+    print(f"\nN={r['n']}  kvmedia build {kv['build_s']:.1f}s, {kv['bytes_per_doc']:.1f} B/doc, "
+          f"ingest {kv['ingest_s']:.1f}s, search RSS {kv['search_rss_mb']:.0f} MB, "
+          f"CLI {kv['cli_ms']['p50']:.0f} ms, upsert->visible p50 "
+          f"{kv['upsert_visible_ms']['p50']:.2f} ms; oracle mismatches: "
+          f"{kv.get('oracle_mismatches', 'not checked')}")
+    for peer in ("fts5", "tantivy", "plocate"):
+        if r.get(peer):
+            print(f"{peer}: build {r[peer]['build_s']:.1f}s, "
+                  f"{r[peer]['index_bytes'] / r['n']:.1f} B/doc")
+    print(f"\n{'kind':<13}{'kvmedia p50/p95/p99':>24}  " + "  ".join(
+        f"{p + ' p50/p95':>18} {'ratio':>6}" for p in ("fts5", "tantivy", "plocate")))
+    for kind, m in kv["kinds"].items():
+        line = f"{kind:<13}{m['p50']:>8.2f}/{m['p95']:>7.2f}/{m['p99']:>7.2f}  "
+        for peer in ("fts5", "tantivy", "plocate"):
+            pm = (r.get(peer) or {}).get("kinds", {}).get(kind)
+            if pm:
+                line += f"{pm['p50']:>9.2f}/{pm['p95']:>8.2f} {m['p50'] / pm['p50']:>6.2f}  "
+            else:
+                line += f"{'n/a':>18} {'':>6}  "
+        print(line)
+    print("\ntotals (kvmedia | fts5 | tantivy | plocate):")
+    for kind, m in kv["kinds"].items():
+        row = [str(m["totals"])]
+        for peer in ("fts5", "tantivy", "plocate"):
+            pm = (r.get(peer) or {}).get("kinds", {}).get(kind)
+            row.append(str(pm["totals"]) if pm else "-")
+        print(f"  {kind:<13} " + " | ".join(row))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

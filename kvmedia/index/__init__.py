@@ -1,0 +1,1 @@
+"""The search index: text analysis, immutable checksummed segments, the LMDB delta, merges."""

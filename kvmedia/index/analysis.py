@@ -1,0 +1,128 @@
+"""Text analysis: the one definition of what a name or folder "says", shared by the segment
+writer, the delta, the planner and the brute-force oracle (so the fast and slow paths agree).
+
+`norm(text)`: NFKC -> full case folding -> NFD -> drop diacritic marks and fold the letters that
+have no decomposition (đ -> d, ł -> l, ø -> o, ...) -> NFC; control characters become a space and
+runs of spaces collapse to one. NFC and NFD spellings (Macs over SMB) give the same text.
+Bytes that are not UTF-8 are decoded with surrogateescape and encoded back with surrogatepass,
+so a non-UTF-8 name keeps its own distinct characters.
+
+A *word* is a maximal run of `WORD_RE` characters (letters and digits of any script; `_` and
+punctuation separate words). *Terms* are what the dictionary holds: every word, plus
+sub-tokens that rank as exact tokens — letter/digit splits (`img20230714` -> `img`, `20230714`),
+ASCII camelCase splits (`HolidayInRome` -> `holiday`, `in`, `rome`) and CJK/kana/Hangul bigrams.
+Every term is a substring of a word, which is what lets the planner answer a plain word from
+the dictionary alone without re-reading any text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+WORD_RE = re.compile(r"[^\W_]+")
+_SPLIT_ASCII = re.compile(r"\d+|[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+_SPLIT_ANY = re.compile(r"\d+|[^\W\d_]+")
+_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]{2,}")
+
+_MARK_RANGES = ((0x300, 0x370), (0x1AB0, 0x1B00), (0x1DC0, 0x1E00), (0x20D0, 0x2100),
+                (0xFE20, 0xFE30))
+_LETTER_FOLDS = {"đ": "d", "ð": "d", "ł": "l", "ø": "o", "ħ": "h", "ı": "i", "ŧ": "t",
+                 "þ": "th", "æ": "ae", "œ": "oe", "ŀ": "l", "ĸ": "k"}
+_TABLE: dict[int, str | None] = {}
+for _lo, _hi in _MARK_RANGES:
+    _TABLE.update(dict.fromkeys(range(_lo, _hi)))
+_TABLE.update({ord(k): v for k, v in _LETTER_FOLDS.items()})
+_CONTROL = {i: " " for i in [*range(32), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]}
+_TABLE.update(_CONTROL)
+
+FUZZY_MIN_LEN = 3
+"""Shorter words are never matched fuzzily: one edit away from two letters is anything."""
+
+
+def _collapse(text: str) -> str:
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
+
+
+def norm(text: str) -> str:
+    """Search form of a text (see module docstring). Pure function of its argument."""
+    if text.isascii():
+        text = text.lower()
+        if not text.isprintable():
+            text = text.translate(_CONTROL)
+        return _collapse(text) if "  " in text else text
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = unicodedata.normalize("NFD", text).translate(_TABLE)
+    return _collapse(unicodedata.normalize("NFC", text))
+
+
+def decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    """UTF-8 that keeps lone surrogates (from non-UTF-8 names); byte order = code point order."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+@lru_cache(maxsize=65536)
+def norm_dir(raw_dir: bytes) -> str:
+    """Search form of a folder path: each component normalised, joined by "/"."""
+    if raw_dir.isascii():
+        return norm(raw_dir.decode("ascii"))
+    return "/".join(norm(decode(part)) for part in raw_dir.split(b"/"))
+
+
+def stem(normed_name: str) -> str:
+    """The name without its extension (a leading dot is not an extension)."""
+    dot = normed_name.rfind(".")
+    return normed_name[:dot] if dot > 0 else normed_name
+
+
+def words(normed: str) -> list[str]:
+    return WORD_RE.findall(normed)
+
+
+def terms(raw: str, normed: str) -> set[str]:
+    """Dictionary terms of one text: words of `normed`, plus sub-tokens from `raw` (which
+    still has its letter case, needed for camelCase)."""
+    ws = WORD_RE.findall(normed)
+    out = set(ws)
+    for w in ws:
+        if not w.isascii():
+            for run in _CJK_RUN.findall(w):
+                out.update(run[i:i + 2] for i in range(len(run) - 1))
+    for rw in WORD_RE.findall(raw):
+        if rw.isdigit() or (rw.isalpha() and (rw.islower() or rw.isupper() or rw.istitle())):
+            continue
+        pieces = (_SPLIT_ASCII if rw.isascii() else _SPLIT_ANY).findall(rw)
+        if len(pieces) < 2:
+            continue
+        for piece in pieces:
+            p = norm(piece)
+            if p and p not in out and any(p in w for w in ws):
+                out.add(p)
+    return out
+
+
+def is_plain(normed_query_word: str) -> bool:
+    """A plain word is one word and nothing else: the dictionary answers it exactly."""
+    return bool(normed_query_word) and WORD_RE.fullmatch(normed_query_word) is not None
+
+
+def within_one_edit(a: str, b: str) -> bool:
+    """Levenshtein distance(a, b) <= 1."""
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1:
+        return False
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    i = 0
+    while i < la and a[i] == b[i]:
+        i += 1
+    if la == lb:
+        return a[i + 1:] == b[i + 1:]
+    return a[i:] == b[i + 1:]

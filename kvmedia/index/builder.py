@@ -1,0 +1,134 @@
+"""Build one segment file from `DocRow`s (see format.py for the layout it fills).
+
+The only expensive step is analysis (`terms()` per name and per folder); folders are analysed
+once each, however many files they hold. Postings are built as flat (term, doc) arrays and
+sorted once with numpy, so the Python work is one pass over the documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import xxhash
+
+from ..store.keys import name_sort_key
+from . import analysis as A
+from . import format as F
+from .docs import DocRow
+
+
+def _offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, dtype=np.uint64)
+    np.cumsum(np.asarray(lengths, dtype=np.uint64), out=out[1:])
+    if len(out) and int(out[-1]) >= 1 << 32:
+        raise ValueError("segment section exceeds 4 GiB; split the build")
+    return out.astype(np.uint32)
+
+
+def _text_section(texts: list[str]) -> tuple[np.ndarray, bytes]:
+    encoded = [A.encode(t) + b"\n" for t in texts]
+    return _offsets([len(e) for e in encoded]), b"".join(encoded)
+
+
+def _dictionary(term_ids: dict[str, int], pair_terms: list[int], pair_targets: list[int]
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Sorted terms, posting offsets and postings (targets ascending within each term)."""
+    terms = sorted(term_ids)
+    remap = np.empty(len(term_ids), dtype=np.uint32)
+    for new, term in enumerate(terms):
+        remap[term_ids[term]] = new
+    tids = remap[np.asarray(pair_terms, dtype=np.uint32)]
+    targets = np.asarray(pair_targets, dtype=np.uint32)
+    order = np.lexsort((targets, tids))
+    post = targets[order]
+    counts = np.bincount(tids, minlength=len(terms))
+    return terms, _offsets(counts), post
+
+
+def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
+                    terms: list[str], post_off: np.ndarray, post: np.ndarray) -> None:
+    off_id, text_id, rev_id, poff_id, post_id = ids
+    off, text = _text_section(terms)
+    w.add(off_id, off)
+    w.add(text_id, text)
+    rev = sorted(range(len(terms)), key=lambda i: terms[i][::-1])
+    w.add(rev_id, np.asarray(rev, dtype=np.uint32))
+    w.add(poff_id, post_off)
+    w.add(post_id, post)
+
+
+def build_segment(rows: list[DocRow], path: str,
+                  crash_point: Callable[[str], None] | None = None) -> int:
+    """Write the segment holding `rows` (one per uuid) to `path`; returns its size in bytes."""
+    rows = sorted(rows, key=lambda r: (-r.mtime_ns, r.uuid))
+    n = len(rows)
+    w = F.SegmentWriter(n)
+    w.add(F.DOC_UUID, b"".join(bytes.fromhex(r.uuid.replace("-", "")) for r in rows))
+    w.add(F.DOC_MTIME, np.fromiter((r.mtime_ns for r in rows), dtype=np.int64, count=n))
+    w.add(F.DOC_SIZE, np.fromiter((r.size for r in rows), dtype=np.int64, count=n))
+    w.add(F.DOC_META, np.fromiter(((r.type_code & 7) | (r.trash << 3) for r in rows),
+                                  dtype=np.uint8, count=n))
+    exts: dict[str, int] = {}
+    ext_ids = np.fromiter((exts.setdefault(r.ext, len(exts)) for r in rows), dtype=np.uint16,
+                          count=n)
+    w.add(F.DOC_EXT, ext_ids)
+    w.add(F.EXT_TEXT, b"".join(A.encode(e) + b"\n" for e in exts))
+    w.add(F.DOC_DUR, np.fromiter((r.dur for r in rows), dtype=np.float32, count=n))
+    w.add(F.DOC_WIDTH, np.fromiter((r.width for r in rows), dtype=np.uint32, count=n))
+    w.add(F.DOC_HEIGHT, np.fromiter((r.height for r in rows), dtype=np.uint32, count=n))
+
+    # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
+    ndir_of: dict[bytes, str] = {}
+    for r in rows:
+        ndir_of.setdefault(r.dir, r.ndir)
+    dirs = sorted(ndir_of)
+    dir_id = {d: i for i, d in enumerate(dirs)}
+    doc_dir = np.fromiter((dir_id[r.dir] for r in rows), dtype=np.uint32, count=n)
+    w.add(F.DOC_DIR, doc_dir)
+    off, text = _text_section([ndir_of[d] for d in dirs])
+    w.add(F.DIR_OFF, off)
+    w.add(F.DIR_TEXT, text)
+    w.add(F.DIRRAW_OFF, _offsets([len(d) for d in dirs]))
+    w.add(F.DIRRAW_TEXT, b"".join(dirs))
+    w.add(F.DIRDOC_OFF, _offsets(np.bincount(doc_dir, minlength=len(dirs))))
+    w.add(F.DIRDOC, np.argsort(doc_dir, kind="stable").astype(np.uint32))
+
+    # Names.
+    off, text = _text_section([r.nname for r in rows])
+    w.add(F.NAME_OFF, off)
+    w.add(F.NAME_TEXT, text)
+    w.add(F.DOC_STEM, np.fromiter(
+        (xxhash.xxh32_intdigest(A.encode(A.stem(r.nname))) for r in rows), dtype=np.uint32,
+        count=n))
+    by_name = sorted(range(n), key=lambda i: (name_sort_key(rows[i].name), rows[i].uuid))
+    rank = np.empty(n, dtype=np.uint32)
+    rank[np.asarray(by_name, dtype=np.int64)] = np.arange(n, dtype=np.uint32)
+    w.add(F.DOC_NAMERANK, rank)
+
+    term_ids: dict[str, int] = {}
+    pair_terms: list[int] = []
+    pair_docs: list[int] = []
+    for doc, r in enumerate(rows):
+        for t in A.terms(A.decode(r.name), r.nname):
+            pair_terms.append(term_ids.setdefault(t, len(term_ids)))
+            pair_docs.append(doc)
+    _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
+                    *_dictionary(term_ids, pair_terms, pair_docs))
+
+    term_ids = {}
+    pair_terms = []
+    pair_dirs: list[int] = []
+    for i, d in enumerate(dirs):
+        for t in A.terms(A.decode(d), ndir_of[d]):
+            pair_terms.append(term_ids.setdefault(t, len(term_ids)))
+            pair_dirs.append(i)
+    _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
+                    *_dictionary(term_ids, pair_terms, pair_dirs))
+
+    hashes = np.fromiter((xxhash.xxh64_intdigest(r.uuid.encode()) for r in rows), dtype=np.uint64,
+                         count=n)
+    order = np.argsort(hashes, kind="stable")
+    w.add(F.UUID_HASH, hashes[order])
+    w.add(F.UUID_HASH_DOC, order.astype(np.uint32))
+    return w.finish(path, crash_point)

@@ -1,0 +1,107 @@
+"""`DocRow`: the searchable part of one record, and its packed form kept in the LMDB delta.
+
+A record is searchable by its name, the folder of its current path, and a few columns used by
+filters and sorting. The folder is `path` up to its last "/" (b"" for a file in "/").
+
+Packed delta value (all integers big-endian), written by the record's transaction:
+
+    mtime_ns  i64 | size i64 | type u8 | trash u8 | dur f32 (NaN: unknown) | width u32 | height u32
+    then five length-prefixed (u32) byte strings:
+    name (raw bytes) | dir (raw bytes) | ext (UTF-8) | norm(name) | norm_dir(dir)   (surrogatepass)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from ..pathbytes import get_field
+from . import analysis as A
+
+TYPE_CODES = {"audio": 1, "video": 2, "image": 3, "other": 4}
+TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
+
+_FIXED = struct.Struct(">qqBBfII")
+_LEN = struct.Struct(">I")
+_F32 = struct.Struct(">f")
+
+
+@dataclass(slots=True)
+class DocRow:
+    uuid: str
+    name: bytes
+    dir: bytes
+    nname: str
+    ndir: str
+    mtime_ns: int
+    size: int
+    type_code: int
+    trash: bool
+    ext: str
+    dur: float
+    width: int
+    height: int
+
+    @property
+    def text(self) -> str:
+        """The text a query word is matched against: folder + "/" + name, normalised."""
+        return self.ndir + "/" + self.nname
+
+    def pack(self) -> bytes:
+        parts = [_FIXED.pack(self.mtime_ns, self.size, self.type_code, int(self.trash),
+                             self.dur, self.width, self.height)]
+        for field in (self.name, self.dir, self.ext.encode(), A.encode(self.nname),
+                      A.encode(self.ndir)):
+            parts.append(_LEN.pack(len(field)))
+            parts.append(field)
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, uuid: str, raw: bytes) -> DocRow:
+        mtime_ns, size, type_code, trash, dur, width, height = _FIXED.unpack_from(raw, 0)
+        pos = _FIXED.size
+        fields = []
+        for _ in range(5):
+            (n,) = _LEN.unpack_from(raw, pos)
+            pos += 4
+            fields.append(raw[pos:pos + n])
+            pos += n
+        name, dir_, ext, nname, ndir = fields
+        return cls(uuid, name, dir_, nname.decode("utf-8", "surrogatepass"),
+                   ndir.decode("utf-8", "surrogatepass"), mtime_ns, size, type_code,
+                   bool(trash), ext.decode(), dur, width, height)
+
+
+def _number(rec: dict[str, Any], key: str) -> float | None:
+    value = rec.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def doc_from_record(rec: dict[str, Any]) -> DocRow:
+    path = get_field(rec, "path") or b""
+    name = get_field(rec, "name")
+    if name is None:
+        name = path[path.rfind(b"/") + 1:]
+    dir_ = path[:path.rfind(b"/")] if b"/" in path else b""
+    dur = _number(rec, "duration_sec")
+    width = _number(rec, "width")
+    height = _number(rec, "height")
+    return DocRow(
+        uuid=rec["uuid"],
+        name=name,
+        dir=dir_,
+        nname=A.norm(A.decode(name)),
+        ndir=A.norm_dir(dir_),
+        mtime_ns=int(rec.get("mtime_ns") or 0),
+        size=int(rec.get("size") or 0),
+        type_code=TYPE_CODES.get(rec.get("type") or "other", 4),
+        trash=bool(rec.get("is_trash")),
+        ext=str(rec.get("ext") or "").lower(),
+        dur=math.nan if dur is None else _F32.unpack(_F32.pack(dur))[0],  # as stored
+        width=0 if width is None else max(0, min(int(width), 0xFFFFFFFF)),
+        height=0 if height is None else max(0, min(int(height), 0xFFFFFFFF)),
+    )

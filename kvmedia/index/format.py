@@ -1,0 +1,238 @@
+"""Segment file format: one immutable file per segment, read through mmap + numpy views.
+
+All integers little-endian (numpy's native order on the targets). docs/format.md repeats this
+layout; tests/test_index_format.py checks the two agree.
+
+    +--------------------------------------------------------------------------------------+
+    | Header (32 bytes)  HEADER = "<8sIIII8x"                                              |
+    |   magic(8s)        b"KVMSEG01"                                                       |
+    |   version(u32)     FORMAT_VERSION                                                    |
+    |   n_docs(u32)      documents in the segment (doc ids 0..n_docs-1)                    |
+    |   n_sections(u32)  entries in the section table                                      |
+    |   flags(u32)       0                                                                 |
+    +--------------------------------------------------------------------------------------+
+    | Sections, each starting at a multiple of ALIGN bytes, in any order                    |
+    +--------------------------------------------------------------------------------------+
+    | Section table: n_sections x SECTION = "<IIQQQ" (32 bytes)                             |
+    |   id(u32) | dtype code(u32) | offset(u64) | length_bytes(u64) | xxh3_64 of the bytes(u64) |
+    +--------------------------------------------------------------------------------------+
+    | Footer (24 bytes)  FOOTER = "<QQ8s"                                                  |
+    |   table_offset(u64) | xxh3_64 of header + table (u64) | end magic(8s) b"KVMSEGND"    |
+    +--------------------------------------------------------------------------------------+
+
+A writer creates `<name>.tmp`, writes everything, fsyncs and renames it to `<name>`; a file is
+only used once a manifest names it. A torn or truncated file fails the footer check; a flipped
+bit fails a section checksum (all checked when the segment is opened).
+
+Doc ids are assigned in recency order: newest mtime first, ties by uuid. So "most recent
+first" is ascending doc id, and any posting list is already in rank order within a tier.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from ..errors import DamagedError
+
+MAGIC = b"KVMSEG01"
+END_MAGIC = b"KVMSEGND"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sIIII8x")
+SECTION = struct.Struct("<IIQQQ")
+FOOTER = struct.Struct("<QQ8s")
+ALIGN = 16
+
+# Section ids. Per-document columns have n_docs entries indexed by doc id.
+DOC_UUID = 1       # u8[n*16]  uuid as 16 raw bytes
+DOC_MTIME = 2      # i64[n]    mtime_ns
+DOC_SIZE = 3       # i64[n]    size in bytes
+DOC_META = 4       # u8[n]     type code (bits 0-2: 1 audio 2 video 3 image 4 other) | trash << 3
+DOC_EXT = 5        # u16[n]    index into EXT_TEXT
+EXT_TEXT = 6       # u8[]      extensions, each followed by "\n"
+DOC_DUR = 7        # f32[n]    duration in seconds, NaN when unknown
+DOC_WIDTH = 8      # u32[n]    pixels, 0 when unknown
+DOC_HEIGHT = 9     # u32[n]    pixels, 0 when unknown
+DOC_DIR = 10       # u32[n]    folder id (index into the DIR_* sections)
+DOC_STEM = 11      # u32[n]    xxh32 of the normalised name without extension
+DOC_NAMERANK = 12  # u32[n]    position of the doc when sorted by (name sort key, uuid)
+NAME_OFF = 13      # u32[n+1]  offsets into NAME_TEXT
+NAME_TEXT = 14     # u8[]      normalised names (UTF-8), each followed by "\n"
+DIR_OFF = 15       # u32[d+1]  offsets into DIR_TEXT
+DIR_TEXT = 16      # u8[]      normalised folders, each followed by "\n"
+DIRRAW_OFF = 17    # u32[d+1]  offsets into DIRRAW_TEXT
+DIRRAW_TEXT = 18   # u8[]      raw folder bytes in ascending byte order (= folder id order)
+DIRDOC_OFF = 19    # u32[d+1]  offsets into DIRDOC
+DIRDOC = 20        # u32[]     doc ids of each folder, ascending
+NTERM_OFF = 21     # u32[t+1]  name terms: offsets into NTERM_TEXT
+NTERM_TEXT = 22    # u8[]      name terms in ascending byte order, each followed by "\n"
+NTERM_REV = 23     # u32[t]    term ids ordered by reversed term text (fuzzy suffix lookups)
+NPOST_OFF = 24     # u32[t+1]  offsets into NPOST
+NPOST = 25         # u32[]     doc ids of each name term, ascending
+DTERM_OFF = 26     # u32[u+1]  folder terms, same layout as the name terms
+DTERM_TEXT = 27    # u8[]
+DTERM_REV = 28     # u32[u]
+DPOST_OFF = 29     # u32[u+1]
+DPOST = 30         # u32[]     folder ids of each folder term, ascending
+UUID_HASH = 31     # u64[n]    xxh64 of the uuid text, ascending
+UUID_HASH_DOC = 32 # u32[n]    doc id of each UUID_HASH entry
+
+SECTION_IDS = {name: value for name, value in globals().items()
+               if name.isupper() and isinstance(value, int) and name not in
+               ("FORMAT_VERSION", "ALIGN")}
+
+DTYPES = {0: np.uint8, 1: np.uint16, 2: np.uint32, 3: np.uint64, 4: np.int64, 5: np.float32}
+_DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items()}
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentWriter:
+    """Collects sections, then writes the file. Call order: `add()` once per section id, then
+    `finish(path)` exactly once. Arrays are written in their dtype (little-endian)."""
+
+    def __init__(self, n_docs: int) -> None:
+        self.n_docs = n_docs
+        self._sections: dict[int, np.ndarray] = {}
+
+    def add(self, section_id: int, data: np.ndarray | bytes) -> None:
+        assert section_id not in self._sections, f"section {section_id} added twice"
+        if isinstance(data, bytes | bytearray):
+            data = np.frombuffer(bytes(data), dtype=np.uint8)
+        assert data.dtype in _DTYPE_CODES, f"unsupported dtype {data.dtype}"
+        self._sections[section_id] = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<")))
+
+    def finish(self, path: str, crash_point: Any = None) -> int:
+        """Write `path` via `path.tmp` + fsync + rename. Returns the file size in bytes."""
+        tmp = path + ".tmp"
+        table = []
+        with open(tmp, "wb") as fh:
+            fh.write(b"\0" * HEADER.size)  # the real header goes in last
+            pos = HEADER.size
+            for section_id in sorted(self._sections):
+                arr = self._sections[section_id]
+                pad = (-pos) % ALIGN
+                fh.write(b"\0" * pad)
+                pos += pad
+                raw = arr.tobytes()
+                fh.write(raw)
+                table.append(SECTION.pack(section_id, _DTYPE_CODES[arr.dtype], pos, len(raw),
+                                          xxhash.xxh3_64_intdigest(raw)))
+                pos += len(raw)
+                if crash_point is not None:
+                    crash_point("segment.section")
+            table_offset = pos
+            table_bytes = b"".join(table)
+            fh.write(table_bytes)
+            header = HEADER.pack(MAGIC, FORMAT_VERSION, self.n_docs, len(table), 0)
+            digest = xxhash.xxh3_64_intdigest(header + table_bytes)
+            fh.write(FOOTER.pack(table_offset, digest, END_MAGIC))
+            size = fh.tell()
+            fh.seek(0)
+            fh.write(header)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path) or ".")
+        return size
+
+
+class SegmentFile:
+    """An opened, verified segment file: `array(section_id)` gives a zero-copy numpy view."""
+
+    def __init__(self, path: str, *, verify: bool = True) -> None:
+        self.path = path
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < HEADER.size + FOOTER.size:
+                    raise self._damaged("shorter than a header and footer")
+                self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise self._damaged(f"unreadable: {exc.strerror}") from exc
+        self.size = size
+        mm = self._mm
+        table_offset, digest, end = FOOTER.unpack_from(mm, size - FOOTER.size)
+        if end != END_MAGIC:
+            raise self._damaged("no end marker (truncated or torn write)")
+        magic, version, n_docs, n_sections, _flags = HEADER.unpack_from(mm, 0)
+        if magic != MAGIC:
+            raise self._damaged("bad magic")
+        if version != FORMAT_VERSION:
+            raise self._damaged(f"format version {version}, expected {FORMAT_VERSION}")
+        table_end = table_offset + n_sections * SECTION.size
+        if table_end + FOOTER.size != size:
+            raise self._damaged("section table does not end at the footer")
+        if xxhash.xxh3_64_intdigest(mm[:HEADER.size] + mm[table_offset:table_end]) != digest:
+            raise self._damaged("header or section table checksum mismatch")
+        self.n_docs = n_docs
+        self._table: dict[int, tuple[int, int, int, int]] = {}
+        for i in range(n_sections):
+            sid, code, off, length, xxh = SECTION.unpack_from(mm, table_offset + i * SECTION.size)
+            if off + length > table_offset or code not in DTYPES:
+                raise self._damaged(f"section {sid} out of bounds")
+            self._table[sid] = (code, off, length, xxh)
+        self._buf = memoryview(mm)
+        if verify:
+            for sid in self._table:
+                self.verify(sid)
+
+    def _damaged(self, why: str) -> DamagedError:
+        return DamagedError(f"search index segment {self.path} is damaged: {why}; "
+                            "run `kvmedia rebuild-index`", path=self.path)
+
+    def verify(self, section_id: int) -> None:
+        _code, off, length, xxh = self._table[section_id]
+        if xxhash.xxh3_64_intdigest(self._buf[off:off + length]) != xxh:
+            raise self._damaged(f"section {section_id} checksum mismatch")
+
+    def has(self, section_id: int) -> bool:
+        return section_id in self._table
+
+    def array(self, section_id: int) -> np.ndarray:
+        try:
+            code, off, length, _ = self._table[section_id]
+        except KeyError:
+            raise self._damaged(f"section {section_id} missing") from None
+        dtype = np.dtype(DTYPES[code]).newbyteorder("<")
+        return np.frombuffer(self._buf, dtype=dtype, count=length // dtype.itemsize, offset=off)
+
+    def blob(self, section_id: int) -> memoryview:
+        _code, off, length, _ = self._table[section_id]
+        return self._buf[off:off + length]
+
+    def bytes_of(self, section_id: int) -> bytes:
+        return bytes(self.blob(section_id))
+
+    def find_all(self, section_id: int, needle: bytes) -> list[int]:
+        """Offsets (relative to the section) of every occurrence of `needle`; no copy."""
+        _code, off, length, _ = self._table[section_id]
+        end = off + length
+        find = self._mm.find
+        out = []
+        pos = find(needle, off, end)
+        while pos >= 0:
+            out.append(pos - off)
+            pos = find(needle, pos + 1, end)
+        return out
+
+    def close(self) -> None:
+        """Unmap now if no numpy view is alive; otherwise the mapping goes with the last view."""
+        try:
+            self._buf.release()
+            self._mm.close()
+        except BufferError:
+            pass

@@ -1,0 +1,227 @@
+"""Merges and rebuilds: fold the LMDB delta (and small segments) into a new segment, or write
+the whole index again from the records; then switch the manifest and trim the delta.
+
+Order (each step leaves a usable index if the process dies right after it):
+
+ 1. lock `.lock`; read the manifest and, in one LMDB read transaction, the delta and `sidx:gen`
+ 2. write the new segment file and new deleted-doc bitmaps (tmp + fsync + rename)
+ 3. write the new manifest (tmp + fsync + rename + dir fsync)     <- the switch
+ 4. one LMDB write: drop delta entries unchanged since step 1, store the new `sidx:gen`
+ 5. delete files no manifest names
+
+Before 3 readers use the old manifest + the full delta; between 3 and 4 they use the new one
+and the delta still shadows what it already holds (same answers). Crash points (crashpoints.py):
+`merge.segment_written`, `merge.manifest_written`, `merge.delta_trimmed`, `segment.section`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from .. import crashpoints
+from ..errors import DamagedError
+from ..store.env import Env
+from ..store.recordstore import RecordStore
+from . import manifest as M
+from .builder import build_segment
+from .delta import K_GEN, delta_key, iter_delta, read_gen
+from .docs import DocRow, doc_from_record
+from .segment import Segment
+
+MERGE_DELTA_DOCS = 5000
+"""Delta entries after which a writer folds the delta into a segment (searches evaluate the
+delta row by row, so it must stay small)."""
+SMALL_SEGMENT_DOCS = 50_000
+"""Segments with fewer live docs than this (or than the delta) are rewritten by a merge."""
+MAX_SEGMENTS = 6
+DAMAGED_MARK = "DAMAGED"
+
+
+@dataclass
+class MergeReport:
+    kind: str            # "merge" | "rebuild" | "none"
+    docs: int = 0        # docs written to the new segment
+    segments: int = 0    # segments in the new manifest
+    seconds: float = 0.0
+    gen: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__, type="index")
+
+
+class IndexMaintainer:
+    def __init__(self, env: Env, data_dir: str) -> None:
+        self.env = env
+        self.index_dir = os.path.join(data_dir, M.DIR_NAME)
+        self.merge_delta_docs = MERGE_DELTA_DOCS
+        self.small_segment_docs = SMALL_SEGMENT_DOCS
+
+    # -- state ------------------------------------------------------------------------------
+
+    def mark_damaged(self, why: str) -> None:
+        try:
+            os.makedirs(self.index_dir, mode=0o700, exist_ok=True)
+            with open(os.path.join(self.index_dir, DAMAGED_MARK), "w") as fh:
+                fh.write(why + "\n")
+        except OSError:
+            pass
+
+    def needs_rebuild(self) -> bool:
+        """Cheap check (no checksums): missing index, damage mark, missing files."""
+        if os.path.exists(os.path.join(self.index_dir, DAMAGED_MARK)):
+            return True
+        with self.env.read() as txn:
+            gen = read_gen(txn)
+        if gen is None:
+            return _has_records(self.env)
+        try:
+            man = M.read_manifest(self.index_dir)
+        except DamagedError:
+            return True
+        if man is None:
+            return gen > 0
+        if man.gen < gen:
+            return True
+        return any(not os.path.exists(os.path.join(self.index_dir, f)) for f in man.files())
+
+    def init_empty(self) -> None:
+        """A library with no records gets generation 0 (see delta.init_gen)."""
+        from .delta import init_gen
+
+        init_gen(self.env)
+
+    def maintain(self) -> MergeReport:
+        """What a writer calls after its work: rebuild a damaged/missing index, fold a large
+        delta. Skips (kind "none") when another process holds the merge lock."""
+        from ..errors import BusyError
+        from .delta import count_delta
+
+        try:
+            if self.needs_rebuild():
+                return self.merge(full=True, wait=False)
+            with self.env.read() as txn:
+                limit = self.merge_delta_docs
+                big = count_delta(txn, stop_at=limit) >= limit
+            return self.merge(wait=False) if big else MergeReport("none")
+        except BusyError:
+            return MergeReport("none")
+
+    # -- merging ----------------------------------------------------------------------------
+
+    def merge(self, *, full: bool = False, optimize: bool = False, wait: bool = True
+              ) -> MergeReport:
+        """Fold the delta into a new segment (`full`: rebuild everything from the records;
+        `optimize`: merge every segment into one)."""
+        started = time.monotonic()
+        with M.merge_lock(self.index_dir, wait=wait):
+            try:
+                man = M.read_manifest(self.index_dir)
+            except DamagedError:
+                man, full = None, True
+            if not full and self.needs_rebuild():
+                full = True
+            man = man or M.Manifest()
+            with self.env.read() as txn:
+                if read_gen(txn) is None:
+                    full = True
+                snapshot = list(iter_delta(txn))
+                if full:
+                    rows = [doc_from_record(r) for r in RecordStore.iter_records(txn)]
+                    keep: list[M.SegmentEntry] = []
+                else:
+                    rows, keep = self._fold(txn, man, snapshot, optimize)
+            new_gen = max(man.gen, self._lmdb_gen()) + 1
+            entries = list(keep)
+            if rows:
+                name = f"seg-{new_gen:06d}.kvs"
+                size = build_segment(rows, os.path.join(self.index_dir, name), crashpoints.hit)
+                entries.append(M.SegmentEntry(name, len(rows), size))
+            crashpoints.hit("merge.segment_written")
+            M.write_manifest(self.index_dir, M.Manifest(new_gen, entries))
+            crashpoints.hit("merge.manifest_written")
+            self._trim(snapshot, new_gen)
+            crashpoints.hit("merge.delta_trimmed")
+            if full:
+                try:
+                    os.unlink(os.path.join(self.index_dir, DAMAGED_MARK))
+                except FileNotFoundError:
+                    pass
+            M.remove_unreferenced(self.index_dir, M.Manifest(new_gen, entries))
+        return MergeReport("rebuild" if full else "merge", len(rows), len(entries),
+                           time.monotonic() - started, new_gen)
+
+    def _lmdb_gen(self) -> int:
+        with self.env.read() as txn:
+            gen = read_gen(txn)
+        return gen or 0
+
+    def _fold(self, txn: lmdb.Transaction, man: M.Manifest, snapshot: list[tuple[str, bytes]],
+              optimize: bool) -> tuple[list[DocRow], list[M.SegmentEntry]]:
+        """Rows for the new segment, and the segments kept (with updated deleted bitmaps)."""
+        changed = [uuid for uuid, _ in snapshot]
+        rows = [DocRow.unpack(uuid, value) for uuid, value in snapshot if value]
+        live = [s for s in man.segments if s.docs - s.dead_count > 0]
+        threshold = max(self.small_segment_docs, len(snapshot))
+        fold = [s for s in live if optimize or s.docs - s.dead_count < threshold]
+        if len(live) - len(fold) + 1 > MAX_SEGMENTS:
+            fold = live
+        shadowed = set(changed)
+        keep = []
+        for entry in live:
+            seg = Segment(os.path.join(self.index_dir, entry.file), entry.file)
+            dead = self._dead(entry)
+            if entry in fold:
+                for doc in np.flatnonzero(~dead):
+                    uuid = seg.uuid(int(doc))
+                    if uuid in shadowed:
+                        continue
+                    rec = RecordStore.get(txn, uuid)
+                    if rec is not None:
+                        rows.append(doc_from_record(rec))
+                continue
+            newly = seg.lookup(changed)
+            if len(newly) and not dead[newly].all():
+                dead = dead.copy()
+                dead[newly] = True
+                name = f"{entry.file}.del-{self._next_name_gen(man):06d}"
+                xxh = M.write_dead(os.path.join(self.index_dir, name), dead)
+                entry = M.SegmentEntry(entry.file, entry.docs, entry.bytes, name, xxh,
+                                       int(dead.sum()))
+            keep.append(entry)
+        return rows, keep
+
+    def _next_name_gen(self, man: M.Manifest) -> int:
+        return max(man.gen, self._lmdb_gen()) + 1
+
+    def _dead(self, entry: M.SegmentEntry) -> np.ndarray:
+        if not entry.dead:
+            return np.zeros(entry.docs, dtype=bool)
+        return M.read_dead(os.path.join(self.index_dir, entry.dead), entry.docs, entry.dead_xxh3)
+
+    def _trim(self, snapshot: list[tuple[str, bytes]], new_gen: int) -> None:
+        def fn(txn: lmdb.Transaction) -> None:
+            for uuid, value in snapshot:
+                key = delta_key(uuid)
+                if txn.get(key) == value:
+                    txn.delete(key)
+            txn.put(K_GEN, str(new_gen).encode())
+
+        self.env.write(fn)
+
+
+def _txn_has_records(txn: lmdb.Transaction) -> bool:
+    from ..store import keys as K
+
+    cur = txn.cursor()
+    return bool(cur.set_range(K.P_UUID) and cur.key().startswith(K.P_UUID))
+
+
+def _has_records(env: Env) -> bool:
+    with env.read() as txn:
+        return _txn_has_records(txn)

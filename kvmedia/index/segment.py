@@ -1,0 +1,237 @@
+"""Segment reader: here is a term (or a folder prefix, or a uuid), give me its doc ids.
+
+Everything is a numpy view over the mmapped file (format.py); lookups are binary searches in
+Python over the sorted term text (about 20 steps) and vectorised gathers of postings. No
+per-query decoding of the whole segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+from . import analysis as A
+from . import format as F
+
+EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class TermDict:
+    """A sorted term dictionary with its postings (doc ids or folder ids)."""
+
+    file: F.SegmentFile
+    text_id: int
+    off: np.ndarray
+    rev: np.ndarray
+    post_off: np.ndarray
+    post: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.off) - 1
+
+    def term(self, i: int) -> bytes:
+        return bytes(self.file.blob(self.text_id)[int(self.off[i]):int(self.off[i + 1]) - 1])
+
+    def _lower(self, key: bytes, prefix: bool) -> int:
+        """First term >= key (prefix=False) or first term whose prefix > key (prefix=True)."""
+        lo, hi = 0, len(self)
+        n = len(key)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            t = self.term(mid)
+            if (t[:n] <= key) if prefix else (t < key):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def find(self, term: bytes) -> int:
+        i = self._lower(term, False)
+        return i if i < len(self) and self.term(i) == term else -1
+
+    def prefix_range(self, prefix: bytes) -> tuple[int, int]:
+        return self._lower(prefix, False), self._lower(prefix, True)
+
+    def suffix_ids(self, suffix: str) -> np.ndarray:
+        """Term ids ending with `suffix` (through the reversed-order permutation)."""
+        key = suffix[::-1]
+        n = len(key)
+
+        def rkey(i: int) -> str:
+            return self.term(int(self.rev[i])).decode("utf-8", "surrogatepass")[::-1]
+
+        def bound(upper: bool) -> int:
+            lo, hi = 0, len(self)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                k = rkey(mid)
+                if (k[:n] <= key) if upper else (k < key):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            return lo
+
+        return self.rev[bound(False):bound(True)].astype(np.int64)
+
+    def containing(self, needle: bytes) -> np.ndarray:
+        """Ids of the terms that contain `needle` (a scan of the term text, like plocate's
+        verification step but over distinct terms only)."""
+        hits = self.file.find_all(self.text_id, needle)
+        if not hits:
+            return EMPTY
+        ids = np.searchsorted(self.off, np.asarray(hits, dtype=np.uint64), side="right") - 1
+        return np.unique(ids)
+
+    def postings_range(self, lo: int, hi: int) -> np.ndarray:
+        return self.post[int(self.post_off[lo]):int(self.post_off[hi])]
+
+    def postings(self, ids: np.ndarray) -> np.ndarray:
+        """Concatenated postings of `ids` (not sorted across terms)."""
+        return gather(self.post_off, self.post, ids)
+
+
+def gather(off: np.ndarray, data: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """data[off[i]:off[i+1]] for every i in ids, concatenated, in one vectorised step."""
+    if len(ids) == 0:
+        return EMPTY
+    ids = np.asarray(ids, dtype=np.int64)
+    starts = off[ids].astype(np.int64)
+    lens = off[ids + 1].astype(np.int64) - starts
+    total = int(lens.sum())
+    if total == 0:
+        return EMPTY
+    shift = starts - (np.cumsum(lens) - lens)
+    return data[np.arange(total, dtype=np.int64) + np.repeat(shift, lens)]
+
+
+class Segment:
+    """One opened segment. `name` is its file name in the index directory."""
+
+    def __init__(self, path: str, name: str, *, verify: bool = True) -> None:
+        f = self.file = F.SegmentFile(path, verify=verify)
+        self.name = name
+        self.n = f.n_docs
+        self.uuid_raw = f.array(F.DOC_UUID)
+        self.mtime = f.array(F.DOC_MTIME)
+        self.size = f.array(F.DOC_SIZE)
+        self.meta = f.array(F.DOC_META)
+        self.ext = f.array(F.DOC_EXT)
+        self.dur = f.array(F.DOC_DUR)
+        self.width = f.array(F.DOC_WIDTH)
+        self.height = f.array(F.DOC_HEIGHT)
+        self.doc_dir = f.array(F.DOC_DIR)
+        self.stem = f.array(F.DOC_STEM)
+        self.name_rank = f.array(F.DOC_NAMERANK)
+        self.name_off = f.array(F.NAME_OFF)
+        self.dir_off = f.array(F.DIR_OFF)
+        self.dirraw_off = f.array(F.DIRRAW_OFF)
+        self.dirdoc_off = f.array(F.DIRDOC_OFF)
+        self.dirdoc = f.array(F.DIRDOC)
+        self.uuid_hash = f.array(F.UUID_HASH)
+        self.uuid_hash_doc = f.array(F.UUID_HASH_DOC)
+        self.names = TermDict(f, F.NTERM_TEXT, f.array(F.NTERM_OFF), f.array(F.NTERM_REV),
+                              f.array(F.NPOST_OFF), f.array(F.NPOST))
+        self.dirs = TermDict(f, F.DTERM_TEXT, f.array(F.DTERM_OFF), f.array(F.DTERM_REV),
+                             f.array(F.DPOST_OFF), f.array(F.DPOST))
+        self.exts = [e.decode() for e in f.bytes_of(F.EXT_TEXT).split(b"\n")[:-1]]
+        self.n_dirs = len(self.dir_off) - 1
+
+    # -- per doc ------------------------------------------------------------------------------
+
+    def uuid(self, doc: int) -> str:
+        h = self.uuid_raw[doc * 16:doc * 16 + 16].tobytes().hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def nname(self, doc: int) -> str:
+        raw = self.file.blob(F.NAME_TEXT)[int(self.name_off[doc]):int(self.name_off[doc + 1]) - 1]
+        return bytes(raw).decode("utf-8", "surrogatepass")
+
+    def ndir(self, dir_id: int) -> str:
+        lo, hi = int(self.dir_off[dir_id]), int(self.dir_off[dir_id + 1]) - 1
+        return bytes(self.file.blob(F.DIR_TEXT)[lo:hi]).decode("utf-8", "surrogatepass")
+
+    def raw_dir(self, dir_id: int) -> bytes:
+        lo, hi = int(self.dirraw_off[dir_id]), int(self.dirraw_off[dir_id + 1])
+        return bytes(self.file.blob(F.DIRRAW_TEXT)[lo:hi])
+
+    # -- sets ---------------------------------------------------------------------------------
+
+    def docs_of_dirs(self, dir_ids: np.ndarray) -> np.ndarray:
+        return gather(self.dirdoc_off, self.dirdoc, dir_ids)
+
+    def name_text_hits(self, needle: bytes) -> np.ndarray:
+        """Docs whose normalised name contains `needle` (which holds no newline)."""
+        hits = self.file.find_all(F.NAME_TEXT, needle)
+        if not hits:
+            return EMPTY
+        return np.unique(np.searchsorted(self.name_off, np.asarray(hits, dtype=np.uint64),
+                                         side="right") - 1)
+
+    def dir_text_hits(self, needle: bytes) -> np.ndarray:
+        hits = self.file.find_all(F.DIR_TEXT, needle)
+        if not hits:
+            return EMPTY
+        return np.unique(np.searchsorted(self.dir_off, np.asarray(hits, dtype=np.uint64),
+                                         side="right") - 1)
+
+    def dir_prefix_range(self, prefix: bytes) -> tuple[int, int]:
+        """Folder ids whose raw path starts with `prefix` (folders sorted by raw bytes)."""
+        lo, hi = 0, self.n_dirs
+        n = len(prefix)
+
+        def bound(upper: bool) -> int:
+            a, b = lo, hi
+            while a < b:
+                mid = (a + b) // 2
+                d = self.raw_dir(mid)
+                if (d[:n] <= prefix) if upper else (d < prefix):
+                    a = mid + 1
+                else:
+                    b = mid
+            return a
+
+        return bound(False), bound(True)
+
+    def dir_id(self, raw: bytes) -> int:
+        lo, hi = self.dir_prefix_range(raw)
+        for i in range(lo, hi):
+            if self.raw_dir(i) == raw:
+                return i
+        return -1
+
+    def lookup(self, uuids: list[str]) -> np.ndarray:
+        """Doc ids of those `uuids` present in this segment."""
+        if not uuids or self.n == 0:
+            return EMPTY
+        hashes = np.fromiter((xxhash.xxh64_intdigest(u.encode()) for u in uuids), dtype=np.uint64,
+                             count=len(uuids))
+        pos = np.searchsorted(self.uuid_hash, hashes)
+        out = []
+        for u, h, p in zip(uuids, hashes, pos, strict=True):
+            raw = bytes.fromhex(u.replace("-", ""))
+            while p < self.n and self.uuid_hash[p] == h:
+                doc = int(self.uuid_hash_doc[p])
+                if bytes(self.uuid_raw[doc * 16:doc * 16 + 16]) == raw:
+                    out.append(doc)
+                p += 1
+        return np.asarray(sorted(out), dtype=np.int64)
+
+    def text_of(self, doc: int) -> str:
+        return self.ndir(int(self.doc_dir[doc])) + "/" + self.nname(doc)
+
+    def fuzzy_ids(self, d: TermDict, q: str) -> np.ndarray:
+        """Terms within one edit of `q`: each shares q's first half or its second half."""
+        h = len(q) // 2
+        lo, hi = d.prefix_range(A.encode(q[:h]))
+        cand = np.concatenate([np.arange(lo, hi, dtype=np.int64), d.suffix_ids(q[h:])])
+        if len(cand) == 0:
+            return EMPTY
+        lens = (d.off[cand + 1].astype(np.int64) - d.off[cand].astype(np.int64) - 1)
+        qlen = len(A.encode(q))
+        cand = np.unique(cand[np.abs(lens - qlen) <= 4])  # UTF-8: one char is at most 4 bytes
+        keep = [int(i) for i in cand
+                if A.within_one_edit(q, d.term(int(i)).decode("utf-8", "surrogatepass"))]
+        return np.asarray(keep, dtype=np.int64)

@@ -1,0 +1,288 @@
+"""`SearchEngine`: answers a Query from segments + the LMDB delta, or by a scan when the
+index is missing or damaged; owns the delta listener and the merge policy.
+
+Consistency: one LMDB read transaction gives `sidx:gen`, the delta and the hit records; the
+manifest used is never older than that generation (a newer one is fine: the delta shadows
+what it already holds). A manifest change by another process is noticed by its stat.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from ..errors import DamagedError
+from ..index import manifest as M
+from ..index.delta import DeltaWriter, iter_delta, read_gen
+from ..index.docs import DocRow, doc_from_record
+from ..index.merge import IndexMaintainer
+from ..index.segment import Segment
+from ..store import keys as K
+from ..store.env import Env
+from ..store.recordstore import Record, RecordStore
+from . import oracle, tagkeys
+from .planner import SegmentPlan
+from .predicate import NO_MATCH, DocView, passes_filters, sort_key, text_tier
+from .query import Query
+
+
+@dataclass
+class SearchResult:
+    total: int
+    hits: list[Record]
+    offset: int
+    limit: int | None
+    sort: str
+    mode: str                     # "index" | "type-keys" | "ids" | "scan"
+    seconds: float = 0.0
+    plan: dict[str, Any] | None = None
+    tiers: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"type": "total", "total": self.total, "offset": self.offset,
+                "limit": self.limit, "sort": self.sort, "mode": self.mode,
+                "returned": len(self.hits), "ms": round(self.seconds * 1000, 3)}
+
+
+@dataclass
+class _State:
+    stat_key: tuple[int, int, int] | None
+    manifest: M.Manifest
+    segments: list[tuple[Segment, np.ndarray | None]]  # (segment, dead mask or None)
+
+
+class SearchEngine:
+    def __init__(self, env: Env, data_dir: str) -> None:
+        self.env = env
+        self.maintainer = IndexMaintainer(env, data_dir)
+        self.index_dir = self.maintainer.index_dir
+        self.delta_writer = DeltaWriter()
+        self._state: _State | None = None
+        self._views: dict[str, tuple[bytes, DocView]] = {}
+        self._live: dict[str, tuple[frozenset[str], np.ndarray | None]] = {}
+
+    # -- index state ------------------------------------------------------------------------
+
+    def _manifest_stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(os.path.join(self.index_dir, M.MANIFEST))
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self, gen: int) -> _State:
+        """The current segments; DamagedError when they cannot serve generation `gen`."""
+        for _attempt in range(5):
+            key = self._manifest_stat()
+            if self._state is not None and self._state.stat_key == key and (
+                    self._state.manifest.gen >= gen):
+                return self._state
+            man = M.read_manifest(self.index_dir)
+            if man is None:
+                if gen > 0:
+                    raise DamagedError("search index manifest is missing; run "
+                                       "`kvmedia rebuild-index`", path=self.index_dir)
+                man = M.Manifest()
+            if man.gen < gen:
+                raise DamagedError("search index is older than the library; run "
+                                   "`kvmedia rebuild-index`", path=self.index_dir)
+            try:
+                segments = []
+                for entry in man.segments:
+                    seg = Segment(os.path.join(self.index_dir, entry.file), entry.file)
+                    if seg.n != entry.docs:
+                        raise DamagedError(f"segment {entry.file} holds {seg.n} docs, manifest "
+                                           f"says {entry.docs}; run `kvmedia rebuild-index`")
+                    dead = None
+                    if entry.dead:
+                        dead = M.read_dead(os.path.join(self.index_dir, entry.dead),
+                                           entry.docs, entry.dead_xxh3)
+                    segments.append((seg, dead))
+            except FileNotFoundError:
+                time.sleep(0.01)  # a merge replaced the files under us: read the new manifest
+                continue
+            self._state = _State(key, man, segments)
+            self._live.clear()
+            return self._state
+        raise DamagedError("search index files keep disappearing; run `kvmedia rebuild-index`",
+                           path=self.index_dir)
+
+    def _delta(self, txn: lmdb.Transaction) -> dict[str, DocView | None]:
+        out: dict[str, DocView | None] = {}
+        fresh: dict[str, tuple[bytes, DocView]] = {}
+        for uuid, value in iter_delta(txn):
+            if not value:
+                out[uuid] = None
+                continue
+            cached = self._views.get(uuid)
+            view = cached[1] if cached is not None and cached[0] == value else DocView(
+                DocRow.unpack(uuid, value))
+            fresh[uuid] = (value, view)
+            out[uuid] = view
+        self._views = fresh
+        return out
+
+    def _live_mask(self, seg: Segment, dead: np.ndarray | None, shadow: frozenset[str]
+                   ) -> np.ndarray | None:
+        cached = self._live.get(seg.name)
+        if cached is not None and cached[0] == shadow:
+            return cached[1]
+        live = None if dead is None else ~dead
+        docs = seg.lookup(sorted(shadow))
+        if len(docs):
+            live = np.ones(seg.n, dtype=bool) if live is None else live.copy()
+            live[docs] = False
+        self._live[seg.name] = (shadow, live)
+        return live
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(self, q: Query, *, explain: bool = False) -> SearchResult:
+        started = time.perf_counter()
+        with self.env.read() as txn:
+            q.restrict = tagkeys.resolve(txn, q)
+            if q.ids is not None:
+                result = self._scan(txn, q, [rec for u in dict.fromkeys(q.ids)
+                                             if (rec := RecordStore.get(txn, u)) is not None],
+                                    "ids")
+            elif self._type_keys_ok(q):
+                result = self._type_keys(txn, q)
+            else:
+                gen = read_gen(txn)
+                try:
+                    if gen is None:
+                        raise DamagedError("no search index yet", path=self.index_dir)
+                    result = self._indexed(txn, q, self._load(gen), explain)
+                except DamagedError as exc:
+                    if gen is not None:
+                        self.maintainer.mark_damaged(exc.message)
+                    result = self._scan(txn, q, RecordStore.iter_records(txn), "scan")
+                    if explain:
+                        result.plan = {"fallback": exc.message}
+        result.seconds = time.perf_counter() - started
+        if explain:
+            result.plan = {"query": q.to_json(), "mode": result.mode, **(result.plan or {})}
+        return result
+
+    @staticmethod
+    def _type_keys_ok(q: Query) -> bool:
+        return (not q.has_text and q.trash is not None and q.exts is None and q.paths is None
+                and not q.ranges and q.restrict is None
+                and (q.types is None or len(q.types) == 1))
+
+    def _type_keys(self, txn: lmdb.Transaction, q: Query) -> SearchResult:
+        """Empty query with type/trash filters: the `media:type:` keys, no index work."""
+        media_type = next(iter(q.types)) if q.types else K.ALL
+        sort = q.effective_sort()
+        assert q.trash is not None
+        total = K.unpack_stats(txn.get(K.stats_key(media_type, q.trash)))[0]
+        hits: list[Record] = []
+        prefix = K.type_prefix(media_type, q.trash, sort)
+        skipped = 0
+        for key, _ in RecordStore.iter_prefix(txn, prefix):
+            if skipped < q.offset:
+                skipped += 1
+                continue
+            if q.limit is not None and len(hits) >= q.limit:
+                break
+            rec = RecordStore.get(txn, K.uuid_from_type_key(key))
+            if rec is not None:
+                hits.append(rec)
+        return SearchResult(total, hits, q.offset, q.limit, sort, "type-keys")
+
+    def _scan(self, txn: lmdb.Transaction, q: Query, records: Any, mode: str) -> SearchResult:
+        recs: dict[str, Record] = {}
+        rows = []
+        for rec in records:
+            recs[rec["uuid"]] = rec
+            rows.append(doc_from_record(rec))
+        total, hits = oracle.scan(rows, q)
+        page = _page(hits, q)
+        return SearchResult(total, [recs[row.uuid] for _k, row in page], q.offset, q.limit,
+                            q.effective_sort(), mode,
+                            tiers=[k[0] if q.effective_sort() == "relevance" and mode != "ids"
+                                   else 0 for k, _ in page])
+
+    def _indexed(self, txn: lmdb.Transaction, q: Query, state: _State, explain: bool
+                 ) -> SearchResult:
+        delta = self._delta(txn)
+        shadow = frozenset(delta)
+        plans = [SegmentPlan(seg, self._live_mask(seg, dead, shadow))
+                 for seg, dead in state.segments]
+        views = [v for v in delta.values() if v is not None]
+        fuzzy: set[str] = set()
+        for group in q.groups:
+            for term in group:
+                if term.plain and not term.fuzzy and not any(
+                        len(p.word(term, False)[0]) for p in plans) and not any(
+                        v.contains(term) for v in views):
+                    fuzzy.add(term.text)
+        sort = q.effective_sort()
+        k = None if q.limit is None else q.offset + q.limit
+        total = 0
+        cands: list[tuple[tuple[Any, ...], str, int]] = []  # (key, uuid, tier)
+        need_names = sort in ("name", "namedesc")
+        for plan in plans:
+            docs, tiers = plan.evaluate(q, fuzzy)
+            total += len(docs)
+            seg = plan.seg
+            best = plan.top(docs, tiers, sort, len(docs) if k is None else k)
+            top_docs = docs[best]
+            top_tiers = tiers[best].tolist()
+            column = seg.size if sort in ("size", "sizedesc") else seg.mtime
+            values = column[top_docs].tolist()
+            for doc, tier, value in zip(top_docs.tolist(), top_tiers, values, strict=True):
+                uuid = seg.uuid(doc)
+                if sort == "relevance":
+                    key: tuple[Any, ...] = (tier, -value, uuid)
+                elif sort in ("name", "namedesc"):
+                    key = (b"", uuid)  # filled from the record below
+                else:
+                    key = (value, uuid)
+                cands.append((key, uuid, tier))
+        for view in views:
+            if not passes_filters(view.row, q):
+                continue
+            tier = text_tier(view, q, fuzzy) if q.has_text else 0
+            if tier == NO_MATCH:
+                continue
+            total += 1
+            cands.append((sort_key(view.row, sort, tier), view.row.uuid, tier))
+        records: dict[str, Record] = {}
+        if need_names:
+            named = []
+            for _key, uuid, tier in cands:
+                rec = RecordStore.get(txn, uuid)
+                if rec is None:
+                    continue
+                records[uuid] = rec
+                named.append((sort_key(doc_from_record(rec), sort, tier), uuid, tier))
+            cands = named
+        cands.sort(key=lambda c: c[0], reverse=sort.endswith("desc"))
+        page = cands[q.offset:] if k is None else cands[q.offset:k]
+        hits, tiers_out = [], []
+        for _key, uuid, tier in page:
+            rec = records.get(uuid) or RecordStore.get(txn, uuid)
+            if rec is not None:
+                hits.append(rec)
+                tiers_out.append(tier)
+        result = SearchResult(total, hits, q.offset, q.limit, sort, "index", tiers=tiers_out)
+        if explain:
+            result.plan = {
+                "segments": [{"file": p.seg.name, "docs": p.seg.n,
+                              "live": int(p.seg.n if p.live is None else p.live.sum()),
+                              "strategies": p.strategies} for p in plans],
+                "delta": {"entries": len(delta), "live": len(views)},
+                "fuzzy_words": sorted(fuzzy),
+            }
+        return result
+
+
+def _page(hits: list[tuple[Any, DocRow]], q: Query) -> list[tuple[Any, DocRow]]:
+    end = None if q.limit is None else q.offset + q.limit
+    return hits[q.offset:end]

@@ -1,0 +1,73 @@
+"""Normalisation and terms: the rules the issue lists, one assertion each."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvmedia.index import analysis as A
+
+
+def test_diacritics_case_and_special_letters() -> None:
+    assert A.norm("bãi biển") == "bai bien"
+    assert A.norm("Beyoncé") == "beyonce"
+    assert A.norm("Đen Vâu") == "den vau"
+    assert A.norm("Łukasz Żal") == "lukasz zal"
+    assert A.norm("Røyksopp") == "royksopp"
+    assert A.norm("STRASSE") == A.norm("Straße") == "strasse"
+    assert A.norm("ﬁle") == "file"  # NFKC ligature
+    assert A.norm("a\tb\n\x1bc") == "a b c"
+    assert A.norm("a   b") == "a b"
+
+
+def test_nfc_and_nfd_are_the_same_name() -> None:
+    for name in ("Café Noël.mp3", "Tiếng Việt", "한국어", "ポケモン"):
+        assert A.norm(unicodedata.normalize("NFD", name)) == A.norm(
+            unicodedata.normalize("NFC", name))
+
+
+def test_hangul_and_kana_voicing_survive() -> None:
+    assert A.norm("사랑") == "사랑"
+    assert A.norm("ガ") != A.norm("カ")
+
+
+def test_terms_split_numbers_camel_case_and_cjk() -> None:
+    t = A.terms("IMG_20230714.jpg", A.norm("IMG_20230714.jpg"))
+    assert {"img", "20230714", "jpg"} <= t
+    t = A.terms("HolidayInRome.mp4", A.norm("HolidayInRome.mp4"))
+    assert {"holidayinrome", "holiday", "in", "rome", "mp4", "mp"} <= t
+    t = A.terms("S01E02.mkv", A.norm("S01E02.mkv"))
+    assert {"s01e02", "s", "01", "e", "02"} <= t
+    t = A.terms("東京タワー", A.norm("東京タワー"))
+    assert {"東京タワー", "東京", "京タ", "タワ", "ワー"} <= t
+
+
+@given(st.text())
+def test_every_term_is_inside_a_word(text: str) -> None:
+    normed = A.norm(text)
+    words = A.words(normed)
+    for term in A.terms(text, normed):
+        assert any(term in w for w in words)
+
+
+@given(st.text(max_size=8), st.text(max_size=8))
+def test_within_one_edit_matches_levenshtein(a: str, b: str) -> None:
+    def lev(x: str, y: str) -> int:
+        prev = list(range(len(y) + 1))
+        for i, cx in enumerate(x, 1):
+            cur = [i]
+            for j, cy in enumerate(y, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cx != cy)))
+            prev = cur
+        return prev[-1]
+
+    assert A.within_one_edit(a, b) == (lev(a, b) <= 1)
+
+
+@given(st.text())
+def test_norm_is_idempotent(text: str) -> None:
+    """A query typed in already-normalised form finds the same files."""
+    once = A.norm(text)
+    assert A.norm(once) == once

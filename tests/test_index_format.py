@@ -1,0 +1,94 @@
+"""The segment format: docs/format.md agrees with the code; round trips; damage detection."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kvmedia.errors import DamagedError
+from kvmedia.index import format as F
+from kvmedia.index import manifest as M
+from kvmedia.index.builder import build_segment
+from kvmedia.index.docs import DocRow
+from kvmedia.index.segment import Segment
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "format.md"
+
+
+def test_doc_constants_match_code() -> None:
+    text = DOC.read_text()
+    consts = dict(re.findall(r"^\| `(\w+)`\s*\| `([^`]*)`", text, re.M))
+    assert consts["MAGIC"] == F.MAGIC.decode()
+    assert consts["END_MAGIC"] == F.END_MAGIC.decode()
+    assert consts["FORMAT_VERSION"] == str(F.FORMAT_VERSION)
+    assert consts["HEADER"] == F.HEADER.format
+    assert consts["SECTION"] == F.SECTION.format
+    assert consts["FOOTER"] == F.FOOTER.format
+    assert consts["ALIGN"] == str(F.ALIGN)
+    sections = {name: int(num) for num, name in
+                re.findall(r"^\| (\d+)\s+\| `(\w+)`", text, re.M)}
+    assert sections == F.SECTION_IDS
+    assert M.MANIFEST_MAGIC.decode().strip() in text
+
+
+def _rows(n: int) -> list[DocRow]:
+    return [DocRow(f"00000000-0000-5000-8000-{i:012d}", f"File{i}.jpg".encode(),
+                   b"/mnt/a" if i % 2 else b"/mnt/b", f"file{i}.jpg",
+                   "/mnt/a" if i % 2 else "/mnt/b", i * 10, i, 3, False, "jpg", float("nan"),
+                   0, 0) for i in range(n)]
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.kvs")
+    build_segment(_rows(50), path)
+    seg = Segment(path, "s.kvs")
+    assert seg.n == 50
+    assert seg.uuid(0) == "00000000-0000-5000-8000-000000000049"  # newest first
+    assert list(seg.mtime[:3]) == [490, 480, 470]
+    i = seg.names.find(b"file7")
+    assert i >= 0 and list(seg.names.postings_range(i, i + 1)) == [42]
+    assert sorted(seg.lookup(["00000000-0000-5000-8000-000000000007"])) == [42]
+    assert seg.raw_dir(0) == b"/mnt/a"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
+def test_damage_is_detected(tmp_path: Path, damage: str) -> None:
+    path = str(tmp_path / "s.kvs")
+    size = build_segment(_rows(200), path)
+    with open(path, "r+b") as fh:
+        if damage == "truncate":
+            fh.truncate(size - 100)
+        elif damage == "flip":
+            fh.seek(size // 2)
+            b = fh.read(1)
+            fh.seek(size // 2)
+            fh.write(bytes([b[0] ^ 0x40]))
+        elif damage == "empty":
+            fh.truncate(0)
+        else:
+            fh.write(os.urandom(64))
+    with pytest.raises(DamagedError):
+        Segment(path, "s.kvs")
+
+
+def test_manifest_round_trip_and_damage(tmp_path: Path) -> None:
+    man = M.Manifest(3, [M.SegmentEntry("seg-000003.kvs", 10, 999)])
+    M.write_manifest(str(tmp_path), man)
+    assert M.read_manifest(str(tmp_path)) == man
+    raw = (tmp_path / M.MANIFEST).read_bytes()
+    (tmp_path / M.MANIFEST).write_bytes(raw.replace(b'"docs":10', b'"docs":11'))
+    with pytest.raises(DamagedError):
+        M.read_manifest(str(tmp_path))
+
+
+def test_dead_bitmap_round_trip(tmp_path: Path) -> None:
+    dead = np.zeros(13, dtype=bool)
+    dead[[0, 5, 12]] = True
+    xxh = M.write_dead(str(tmp_path / "d"), dead)
+    assert (M.read_dead(str(tmp_path / "d"), 13, xxh) == dead).all()
+    with pytest.raises(DamagedError):
+        M.read_dead(str(tmp_path / "d"), 13, xxh + 1)
