@@ -105,3 +105,12 @@ def test_registry_picks_by_type_and_extension() -> None:
     reg.register(Captioner())  # same cache name replaces
     assert len(reg.analyzers) == 2
     assert isinstance(AnalyzerRegistry([OfflineAnalyzer()]).analyzers[0], OfflineAnalyzer)
+
+
+def test_describe_includes_sidecar_text_and_tags() -> None:
+    r = rec("/mnt/vol/Movies/film.mkv", type="video", ext="mkv", user_tags=["Family", "Tết"],
+            xmp_title="New Year at grandma's", sidecar_text="Happy new year everyone " * 100)
+    text = describe(r)
+    assert "Family Tết" in text and "New Year at grandma's" in text
+    assert "Happy new year" in text and len(text) < 1000
+    assert basis(r) != basis(dict(r, sidecar_text="other words"))

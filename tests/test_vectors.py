@@ -274,3 +274,23 @@ def test_vector_index_matches_brute_force_after_any_history(tmp_path_factory, op
             assert {u for u, _ in got} <= set(live)
     finally:
         env.close()
+
+
+@needs_faiss
+def test_ivf_is_retrained_when_the_library_grows(env: Env, tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    vecs = unit(rng, 120, DIM)
+    for i in range(20):
+        put_item(env, uid(i), vecs[i], f"t{i}")
+    vi = VectorIndex(env, str(tmp_path), MODEL, DIM, exact_max=0)
+    first = vi.refresh()
+    assert first["rebuilt"] and first["trained_for"] == 20
+    for i in range(20, 50):  # 50 < 4 x 20: folded into the trained lists
+        put_item(env, uid(i), vecs[i], f"t{i}")
+    second = vi.refresh()
+    assert not second["rebuilt"] and second["count"] == 50 and second["trained_for"] == 20
+    for i in range(50, 120):  # 120 > 4 x 20: lists trained again
+        put_item(env, uid(i), vecs[i], f"t{i}")
+    third = vi.refresh()
+    assert third["rebuilt"] and third["trained_for"] == 120
+    assert vi.search(vecs[77], 1, accept_live)[0].uuid == uid(77)

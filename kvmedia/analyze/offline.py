@@ -2,8 +2,9 @@
 
 Name and folder words (split at separators, camelCase and digit runs; camera counters such as
 IMG_0042 dropped), the date as words ("2023 july summer"), camera make and model, audio tags,
-a duration class, orientation. Folder names carry the places and events people file things
-under ("Da Lat 2023", "Wedding"), so they are kept whole. No I/O: it reads the record only.
+sidecar titles, tags and text (XMP, NFO, subtitles, lyrics), a duration class, orientation.
+Folder names carry the places and events people file things under ("Da Lat 2023",
+"Wedding"), so they are kept whole. No I/O: it reads the record only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ NOISE = frozenset({"img", "dsc", "dscn", "dscf", "pxl", "vid", "mvimg", "wp", "m
                    "gopr", "dji", "screenshot_", "copy", "final", "new", "tmp", "file"})
 _SPLIT = re.compile(r"[\W_]+", re.UNICODE)
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
+SIDECAR_CHARS = 600  # subtitles / lyrics / NFO text from sidecar files (pipeline/derive.py)
 SKIP_DIRS = frozenset({"", "mnt", "media", "volume1", "volume2", "home", "share", "data",
                        "srv", "nas", "users", "storage", "sdcard", "dcim", "camera"})
 
@@ -97,9 +99,14 @@ def describe(rec: Record) -> str:
     if rec.get("ext"):
         parts.append(str(rec["ext"]))
     parts.extend(date_words(rec))
-    for key in ("camera_make", "camera_model", "artist", "album", "title"):
+    for key in ("camera_make", "camera_model", "artist", "album", "title", "xmp_title",
+                "xmp_description", "nfo_title", "lyrics_title"):
         if isinstance(rec.get(key), str):
             parts.append(rec[key])
+    if isinstance(rec.get("user_tags"), list):
+        parts.append(" ".join(str(t) for t in rec["user_tags"][:32]))
+    if isinstance(rec.get("sidecar_text"), str):
+        parts.append(rec["sidecar_text"][:SIDECAR_CHARS])
     if media_type in ("audio", "video"):
         parts.extend(duration_words(rec.get("duration_sec")))
     width, height = rec.get("width"), rec.get("height")

@@ -38,7 +38,9 @@ ANALYSIS_VERSION = 1
 BATCH = 16
 BASIS_FIELDS = ("path", "path_bytes", "original_path", "original_path_bytes", "root",
                 "root_bytes", "size", "mtime_ns", "type", "ext", "taken_at", "camera_make",
-                "camera_model", "artist", "album", "title", "duration_sec", "width", "height")
+                "camera_model", "artist", "album", "title", "duration_sec", "width", "height",
+                "xmp_title", "xmp_description", "nfo_title", "lyrics_title", "user_tags",
+                "sidecar_text")
 
 
 def basis(rec: Record) -> str:
