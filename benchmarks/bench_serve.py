@@ -80,13 +80,17 @@ def in_process(data: str, keys: list[str], rounds: int) -> dict[str, Any]:
         for k in keys:  # warm
             lib.search(k, limit=LIMIT)
         lat = []
+        per_key: dict[str, list[float]] = {}
         t0 = time.perf_counter()
         for _ in range(rounds):
             for k in keys:
                 t = time.perf_counter()
                 lib.search(k, limit=LIMIT)
                 lat.append((time.perf_counter() - t) * 1000)
-        return summary("in-process", lat, time.perf_counter() - t0)
+                per_key.setdefault(k, []).append(lat[-1])
+        out = summary("in-process", lat, time.perf_counter() - t0)
+        out["slowest"] = sorted(((pct(v, 50), k) for k, v in per_key.items()), reverse=True)[:6]
+        return out
 
 
 class Serve:
@@ -176,6 +180,8 @@ def main() -> int:
     floor = rows[0]
     serve1 = next(r for r in rows if r["phase"] == "serve x1")
     cli_row = rows[-1]
+    print("slowest keystrokes in-process (p50 ms): "
+          + ", ".join(f"{k!r} {ms:.0f}" for ms, k in floor["slowest"]))
     print(f"ratio serve x1 p50 / in-process p50: {serve1['p50'] / floor['p50']:.2f}x")
     print(f"ratio cli p50 / serve x1 p50: {cli_row['p50'] / serve1['p50']:.1f}x")
     for r in rows:

@@ -510,7 +510,8 @@ def iter_commands(group: click.Group, prefix: str = "") -> Iterable[tuple[str, c
             yield from iter_commands(command, prefix + name + " ")
 
 
-COMMAND_MODULES: tuple[str, ...] = ("watch", "media", "search", "semantic", "serve", "pipeline")
+COMMAND_MODULES: tuple[str, ...] = ("watch", "media", "search", "semantic", "serve", "pipeline",
+                                  "fsck")
 """Modules under kvmedia/commands/ that register further commands on `cli`."""
 
 

@@ -31,7 +31,8 @@ class DataDirLock:
     def acquire(self) -> None:
         """Take the lock or raise BusyError naming the holder's pid."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
         except OSError as exc:
             raise StorageError(f"cannot open lock file {self.path}: {exc.strerror}; "
                                "check the data dir's permissions", path=self.path) from exc

@@ -77,6 +77,18 @@ def open_dirs(base: bytes, parts: list[bytes], *, create: bool = False) -> Itera
         os.close(fd)
 
 
+def create_private(path: str | bytes) -> int:
+    """A new 0600 file at `path`, open for writing. Whatever sits there (a stale temp file, or
+    a symlink planted to redirect the write) is unlinked first - the link, never its target -
+    and O_EXCL | O_NOFOLLOW make sure the file opened is the one created here."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
 def lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

@@ -17,6 +17,8 @@ from kvmedia import Library
 def _hermetic_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process libraries never read the machine's ~/.config/kvmedia/config.toml."""
     monkeypatch.setenv("KVMEDIA_CONFIG", str(tmp_path / "absent-config.toml"))
+    # Watchers started by tests skip background analysis unless a test asks for it.
+    monkeypatch.setenv("KVMEDIA_WATCH_ANALYZE", "no")
 
 
 @pytest.fixture

@@ -556,3 +556,15 @@ def test_when_the_kernel_refuses_watches_the_root_is_swept(
         r.wait_record(late)
     finally:
         assert w.terminate() == 0
+
+
+def test_the_watcher_analyzes_and_embeds_new_files_in_the_background(
+        tree: Path, data_dir: Path, reader: Callable[[], Reader],
+        watchers: list[WatcherProc], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMEDIA_EMBEDDER", "hashing")  # fast and always installed
+    watchers.append(WatcherProc(data_dir, os.fsencode(tree), "--analyze"))
+    r = reader()
+    photo = _write(tree / "Beach Holiday" / "sunset at the sea.jpg", b"jpeg")
+    rec = r.wait_record(photo, lambda rec: bool(rec.get("embed_model")))
+    assert "sunset" in rec["keywords"] and "beach" in rec["keywords"].lower()
+    assert "sunset" in rec["embed_source"]

@@ -26,6 +26,9 @@ from ..cli import EPILOG, _dumps, cli, emit_json, handle_errors, json_option, op
               show_default=True, help="Sweep interval for roots inotify cannot cover.")
 @click.option("--no-scan", is_flag=True, help="Skip the scan-on-start (not recommended).")
 @click.option("--daemon", is_flag=True, help="Detach and run in the background.")
+@click.option("--analyze/--no-analyze", default=None,
+              help="Analyze and embed new files in the background, at low priority "
+                   "(default: the watch.analyze setting, yes).")
 @click.option("--state-interval", "state_interval_s", type=click.FloatRange(min=0.01),
               default=2.0, hidden=True)
 @click.option("--watch-budget", type=click.IntRange(min=0), default=None, hidden=True)
@@ -34,8 +37,8 @@ from ..cli import EPILOG, _dumps, cli, emit_json, handle_errors, json_option, op
 @click.pass_context
 def watch(ctx: click.Context, paths: tuple[bytes, ...], debounce_s: float,
           settle_s: float | None, poll_s: float | None, sweep_s: float, no_scan: bool,
-          daemon: bool, state_interval_s: float, watch_budget: int | None,
-          log_max_bytes: int | None) -> None:
+          daemon: bool, analyze: bool | None, state_interval_s: float,
+          watch_budget: int | None, log_max_bytes: int | None) -> None:
     """Keep the library fresh: watch PATHS (default: the known scan roots) until stopped.
 
     Starts with an incremental scan that catches up on changes made while no watcher ran,
@@ -55,6 +58,7 @@ def watch(ctx: click.Context, paths: tuple[bytes, ...], debounce_s: float,
     if log_max_bytes:
         options.log_max_bytes = log_max_bytes
     lib = open_library(ctx)
+    options.analyze = analyze if analyze is not None else lib.config["watch.analyze"] == "yes"
     if daemon:
         _daemonize(lib.data_dir)
     try:

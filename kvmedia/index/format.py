@@ -39,6 +39,7 @@ import numpy as np
 import xxhash
 
 from ..errors import DamagedError
+from ..safefs import create_private
 
 MAGIC = b"KVMSEG01"
 END_MAGIC = b"KVMSEGND"
@@ -117,7 +118,7 @@ class SegmentWriter:
         """Write `path` via `path.tmp` + fsync + rename. Returns the file size in bytes."""
         tmp = path + ".tmp"
         table = []
-        with open(tmp, "wb") as fh:
+        with open(create_private(tmp), "wb") as fh:
             fh.write(b"\0" * HEADER.size)  # the real header goes in last
             pos = HEADER.size
             for section_id in sorted(self._sections):

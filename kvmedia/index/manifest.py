@@ -31,7 +31,8 @@ import numpy as np
 import orjson
 import xxhash
 
-from ..errors import BusyError, DamagedError
+from ..errors import BusyError, DamagedError, StorageError
+from ..safefs import create_private
 from .format import _fsync_dir
 
 DIR_NAME = "searchidx_media"
@@ -92,7 +93,7 @@ def write_manifest(index_dir: str, manifest: Manifest) -> None:
     body = MANIFEST_MAGIC + orjson.dumps(
         {"gen": manifest.gen, "segments": [s.__dict__ for s in manifest.segments]}) + b"\n"
     tmp = os.path.join(index_dir, MANIFEST + ".tmp")
-    with open(tmp, "wb") as fh:
+    with open(create_private(tmp), "wb") as fh:
         fh.write(body + xxhash.xxh3_64_hexdigest(body).encode())
         fh.flush()
         os.fsync(fh.fileno())
@@ -104,7 +105,7 @@ def write_dead(path: str, dead: np.ndarray) -> int:
     """Write a deleted-doc bitmap (bool array); returns its xxh3_64."""
     raw = np.packbits(dead.astype(bool)).tobytes()
     tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
+    with open(create_private(tmp), "wb") as fh:
         fh.write(raw)
         fh.flush()
         os.fsync(fh.fileno())
@@ -126,7 +127,12 @@ def merge_lock(index_dir: str, *, wait: bool) -> Iterator[None]:
     """Only one process merges or rebuilds at a time. BusyError when `wait` is False and
     another process holds it."""
     os.makedirs(index_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(index_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    path = os.path.join(index_dir, LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open the index lock {path}: {exc.strerror}; remove it if "
+                           "it is not a regular file", path=path) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

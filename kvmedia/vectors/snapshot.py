@@ -26,6 +26,7 @@ import orjson
 import xxhash
 
 from ..errors import DamagedError, StorageError
+from ..safefs import create_private
 
 MAGIC = b"KVMVEC\x00\x01"
 _LEN = struct.Struct(">I")
@@ -42,7 +43,7 @@ def write_snapshot(path: str, header: dict[str, Any], payload: bytes) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with open(create_private(tmp), "wb") as fh:
             fh.write(body_head)
             fh.write(payload)
             fh.write(_SUM.pack(digest.intdigest()))

@@ -63,6 +63,7 @@ class WatchOptions:
     log_max_bytes: int = runlog.LOG_MAX_BYTES
     log_backups: int = runlog.LOG_BACKUPS
     echo: bool = True  # warnings also on stderr
+    analyze: bool = False  # run the semantic worker (analyze + embed new files) in background
 
 
 class Watcher:
@@ -97,6 +98,7 @@ class Watcher:
         self._flag_lock = threading.Lock()
         self._next_state_s = 0.0
         self._next_sweep_s = 0.0
+        self.semantic_worker: Any = None
 
     # -- running -----------------------------------------------------------------------------
 
@@ -117,6 +119,11 @@ class Watcher:
             self._write_state()
             if self.opts.scan_on_start:
                 self._scan_on_start()
+            if self.opts.analyze:
+                from ..embed.background import start_background
+
+                self.semantic_worker = start_background(self.lib)
+                self.log.info("background analysis started")
             self._loop()
             return 0
         except KvmediaError as exc:
@@ -403,6 +410,8 @@ class Watcher:
 
     def _shutdown(self) -> None:
         stoppers: list[Callable[[], None]] = []
+        if self.semantic_worker is not None:
+            stoppers.append(self.semantic_worker.stop)
         if self.observer is not None:
             observer = self.observer
             stoppers.append(observer.stop)

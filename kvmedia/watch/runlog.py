@@ -35,6 +35,8 @@ from typing import Any
 
 import orjson
 
+from ..safefs import create_private
+
 STATE_NAME = "state.json"
 LOG_DIR = "logs"
 LOG_MAX_BYTES = 5 << 20
@@ -51,7 +53,7 @@ def write_state(data_dir: str, state: dict[str, Any]) -> None:
     path = state_path(data_dir)
     tmp = f"{path}.{os.getpid()}.tmp"
     data = orjson.dumps(state, option=orjson.OPT_INDENT_2) + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = create_private(tmp)  # never through a symlink planted at the temp name
     try:
         os.write(fd, data)
         os.fsync(fd)
