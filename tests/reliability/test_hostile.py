@@ -159,8 +159,10 @@ def test_long_names_and_deep_trees(tree: Path, data_dir: Path, figures) -> None:
     for name in (long_ascii, long_utf8):
         with open(os.path.join(os.fsencode(tree), name), "wb") as fh:
             fh.write(b"l")
-    deep = os.fsencode(tree) + b"/a" * 1000
-    os.makedirs(deep)
+    deep = os.fsencode(tree)
+    for _ in range(1000):  # depth 1000 (os.makedirs would recurse 1000 deep)
+        deep += b"/a"
+        os.mkdir(deep)
     with open(deep + b"/deep.jpg", "wb") as fh:
         fh.write(b"d")
     wide = os.fsencode(tree) + (b"/" + b"w" * 250) * 14  # a path of ~3600 bytes
