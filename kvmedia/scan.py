@@ -571,10 +571,16 @@ def upsert_paths(env: Env, ingest: Ingest, paths: Iterable[bytes], rules: WalkRu
     for raw in paths:
         path = os.path.abspath(raw)
         st = _lstat(path)
+        root = _root_for(path, roots)
+        scope = Walker(root, rules) if root is not None else None
+        if scope is not None and st is not None and scope.excludes(
+                path, is_dir=stat.S_ISDIR(st.st_mode)):
+            continue  # hidden, clutter, .nomedia, ignore patterns: what a scan would skip
         if st is not None and stat.S_ISDIR(st.st_mode):
             seen: set[bytes] = set()
             keep: list[bytes] = []
-            for item in Walker(path, rules):
+            specs = scope.inherited_specs(path) if scope is not None else None
+            for item in Walker(path, rules, specs=specs):
                 if isinstance(item, FileEntry):
                     entries[item.path] = item
                     seen.add(item.path)

@@ -110,13 +110,35 @@ def _read_ignore(path: bytes) -> pathspec.PathSpec | None:
 class Walker:
     """Iterate `root` (bytes, absolute) in path-key order. Errors become items, never raise."""
 
-    def __init__(self, root: bytes, rules: WalkRules | None = None) -> None:
+    def __init__(self, root: bytes, rules: WalkRules | None = None,
+                 specs: list[tuple[bytes, pathspec.PathSpec]] | None = None) -> None:
+        """`specs`: ignore specs already in force at `root` (see `inherited_specs`), for a
+        walk of a directory below a scan root; default: the configured excludes at `root`."""
         self.root = root.rstrip(b"/") or b"/"
         self.rules = rules or WalkRules()
         self.counters = WalkCounters()
-        root_spec = _spec(self.rules.exclude)
+        if specs is None:
+            root_spec = _spec(self.rules.exclude)
+            specs = [(dir_prefix(self.root), root_spec)] if root_spec else []
         # (base dir prefix, spec): ignore specs in force, outermost first
-        self._root_specs = [(dir_prefix(self.root), root_spec)] if root_spec else []
+        self._root_specs = specs
+
+    def inherited_specs(self, directory: bytes) -> list[tuple[bytes, pathspec.PathSpec]]:
+        """The ignore specs in force inside `directory` (below this walk's root), not counting
+        the directory's own `.kvmediaignore`: the configured excludes plus every ignore file
+        from the root down to its parent. A walk started there with them skips what the
+        scan of the whole root would skip."""
+        specs = list(self._root_specs)
+        prefix = dir_prefix(self.root)
+        if directory == self.root or not is_under(directory, self.root):
+            return specs
+        for name in directory[len(prefix):].split(b"/"):
+            if os.path.lexists(prefix + IGNORE_FILE):
+                spec = _read_ignore(prefix + IGNORE_FILE)
+                if spec is not None:
+                    specs.append((prefix, spec))
+            prefix = prefix + name + b"/"
+        return specs
 
     def _ignored(self, specs: list[tuple[bytes, pathspec.PathSpec]], path: bytes, is_dir: bool
                  ) -> bool:
@@ -128,7 +150,7 @@ class Walker:
                 return True
         return False
 
-    def excludes(self, path: bytes) -> bool:
+    def excludes(self, path: bytes, *, is_dir: bool = False) -> bool:
         """True when the rules skip `path`, a file under the root that exists now: the walk
         did not yield it because of a hidden or clutter component, a `.nomedia`, an ignore
         pattern or the include/exclude config. A record of such a file must not outlive the
@@ -148,12 +170,12 @@ class Walker:
             if (self.rules.skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
                 return True
             full = prefix + name
-            is_dir = depth < len(parts) - 1
-            if is_dir and (full in SYSTEM_DIRS or not self.rules.allows_dir(full)):
+            part_is_dir = depth < len(parts) - 1 or is_dir
+            if part_is_dir and (full in SYSTEM_DIRS or not self.rules.allows_dir(full)):
                 return True
-            if not is_dir and not self.rules.allows_file(full):
+            if not part_is_dir and not self.rules.allows_file(full):
                 return True
-            if specs and self._ignored(specs, full, is_dir):
+            if specs and self._ignored(specs, full, part_is_dir):
                 return True
             prefix = full + b"/"
         return False

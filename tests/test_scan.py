@@ -494,3 +494,23 @@ def test_doctor_finds_and_repairs_every_kind_of_damage(lib: Library, tree: Path)
     assert lib.doctor(repair=True)["repaired"]
     assert snapshot(lib) == want
     assert lib.doctor(repair=False)["clean"]
+
+
+def test_upsert_paths_applies_the_rules_of_parent_directories(lib: Library, tree: Path) -> None:
+    """Paths pushed one by one (watcher, `kvmedia notify`) skip what a scan of the root skips:
+    ignore patterns of parent directories, `.nomedia` above them, hidden components."""
+    write(tree / ".kvmediaignore", b"*.tmp\nskipdir/\n")
+    write(tree / "quiet" / ".nomedia", b"")
+    write(tree / "seed.jpg")
+    lib.scan([tree])
+    arrivals = [tree / "new" / "a.jpg", tree / "new" / "b.tmp", tree / "quiet" / "c.jpg",
+                tree / "skipdir" / "d.jpg", tree / "e.tmp", tree / ".hidden" / "f.jpg",
+                tree / "new" / "deeper" / "g.jpg"]
+    for path in arrivals:
+        write(path)
+    lib.upsert_paths([tree / "new", tree / "quiet" / "c.jpg", tree / "skipdir", tree / "e.tmp",
+                      tree / ".hidden" / "f.jpg"])
+    pushed = {r["name"] for r in lib.list_media()}
+    assert pushed == {"seed.jpg", "a.jpg", "g.jpg"}
+    lib.scan([tree])
+    assert {r["name"] for r in lib.list_media()} == pushed, "a full scan agrees"
