@@ -8,6 +8,8 @@ An entry:
     seq         int    position in the feed; a reader's cursor is the last seq it consumed
     at          str    ISO-8601 UTC time of the change
     op          str    added | modified | moved | trashed | restored | deleted | offline
+                       (`modified`: size, mtime or inode changed; kvmedia's own metadata
+                       updates — probing, analysis, tags — make no entry)
     uuid        str    the record's uuid (null for `offline`)
     path        bytes  the record's path after the change (before it, for `deleted`);
                        the root's path for `offline`. `pathbytes` encoding (`path_bytes`).
@@ -46,8 +48,10 @@ def feed_key(seq: int) -> bytes:
     return P_FEED + b"%016d" % seq
 
 
-def classify(old: Record | None, new: Record | None) -> str:
-    """The feed op of a record change (old -> new; None for absent)."""
+def classify(old: Record | None, new: Record | None) -> str | None:
+    """The feed op of a record change (old -> new; None for absent), or None when the file
+    itself did not change (only kvmedia's own fields did: probe results, analysis, tags) —
+    the feed tells firmware about files, and those updates would only make it redo work."""
     if old is None:
         return "added"
     if new is None:
@@ -59,6 +63,8 @@ def classify(old: Record | None, new: Record | None) -> str:
         return "restored"
     if get_field(old, "path") != get_field(new, "path"):
         return "moved"
+    if all(old.get(k) == new.get(k) for k in ("size", "mtime_ns", "ino", "fs_uuid")):
+        return None
     return "modified"
 
 
@@ -91,6 +97,8 @@ class ChangeFeed:
         rec = new if new is not None else old
         assert rec is not None
         op = classify(old, new)
+        if op is None:
+            return
         entry: dict[str, Any] = {"op": op, "uuid": rec["uuid"]}
         set_field(entry, "path", get_field(rec, "path"))
         if op == "moved" and old is not None:

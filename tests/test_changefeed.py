@@ -220,3 +220,11 @@ def test_replaying_the_feed_equals_the_records(tmp_path_factory: pytest.TempPath
         assert isinstance(lib.feed, ChangeFeed)
     finally:
         lib.close()
+
+
+def test_metadata_only_updates_make_no_entry() -> None:
+    base = {"uuid": "u", "path": "/v/a.jpg", "size": 1, "mtime_ns": 5, "ino": 7,
+            "fs_uuid": "f", "is_trash": False}
+    assert classify(base, dict(base, duration_sec=3.5, keywords="beach")) is None
+    assert classify(base, dict(base, mtime_ns=6)) == "modified"
+    assert classify(base, dict(base, ino=8)) == "modified"
