@@ -72,14 +72,30 @@ def rows(driver: Any) -> list[Any]:
     return driver.find_elements("css selector", "#results li.item")
 
 
+def shown(driver: Any) -> str | None:
+    """The query whose results the list shows (set by the page after each render)."""
+    return driver.find_element("css selector", "body").get_attribute("data-shown")
+
+
+def names(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#results li.item .name')].map(e => e.textContent)")
+
+
 def ids(driver: Any) -> list[str]:
-    return [r.get_attribute("data-id") for r in rows(driver)]
+    """The listed ids, read in one step (the list may be re-rendered at any moment)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#results li.item')].map(li => li.dataset.id)")
 
 
 def wait(driver: Any, predicate: Any, timeout_s: float = 15) -> Any:
+    """Poll until `predicate` holds; elements replaced by a re-render meanwhile are retried."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(lambda d: predicate(d))
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.05,
+                         ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: predicate(d))
 
 
 def test_search_trash_and_restore_in_the_page(browser: Any, server: Server) -> None:
@@ -87,9 +103,8 @@ def test_search_trash_and_restore_in_the_page(browser: Any, server: Server) -> N
     wait(browser, lambda d: d.find_element("css selector", "body").get_attribute("data-ready"))
     box = browser.find_element("css selector", "#q")
     box.send_keys("sunset beach")
-    wait(browser, lambda d: len(rows(d)) == 2)
-    names = sorted(r.find_element("css selector", ".name").text for r in rows(browser))
-    assert names == ["sunset_beach_1.jpg", "sunset_beach_2.jpg"]
+    wait(browser, lambda d: shown(d) == "sunset beach" and len(rows(d)) == 2)
+    assert sorted(names(browser)) == ["sunset_beach_1.jpg", "sunset_beach_2.jpg"]
     assert "2 results" in browser.find_element("css selector", "#meta").text
 
     thumbs = server.get("/api/status").json()["features"]["thumbnails"] and PILLOW
@@ -123,10 +138,9 @@ def test_type_filter_and_bad_query_in_the_page(browser: Any, server: Server) -> 
     browser.get(f"http://127.0.0.1:{server.port}/")
     wait(browser, lambda d: d.find_element("css selector", "body").get_attribute("data-ready"))
     browser.find_element("css selector", "#q").send_keys("sunset")
-    wait(browser, lambda d: len(rows(d)) == 3)
+    wait(browser, lambda d: shown(d) == "sunset" and len(rows(d)) == 3)
     browser.find_element("css selector", '.filters button[data-type="video"]').click()
-    wait(browser, lambda d: len(rows(d)) == 1)
-    assert rows(browser)[0].find_element("css selector", ".name").text == "sunset_clip.mp4"
+    wait(browser, lambda d: names(d) == ["sunset_clip.mp4"])
     browser.find_element("css selector", "#q").send_keys(' "oops')
     error = wait(browser, lambda d: d.find_element("css selector", "#error").is_displayed()
                  and d.find_element("css selector", "#error"))
@@ -138,7 +152,7 @@ def test_open_button_downloads_through_a_share_link(browser: Any, server: Server
     browser.get(f"http://127.0.0.1:{server.port}/")
     wait(browser, lambda d: d.find_element("css selector", "body").get_attribute("data-ready"))
     browser.find_element("css selector", "#q").send_keys("tax_notes")
-    wait(browser, lambda d: len(rows(d)) == 1)
+    wait(browser, lambda d: shown(d) == "tax_notes" and len(rows(d)) == 1)
     page = browser.current_window_handle
     rows(browser)[0].find_element("css selector", "button.open").click()
     wait(browser, lambda d: len(d.window_handles) == 2)
