@@ -12,6 +12,7 @@ import lmdb
 import orjson
 
 from .pathbytes import display, get_field
+from .scan import P_DISPLACED
 from .store import keys as K
 from .store.recordstore import record_fid_key, record_path_value, record_type_keys
 
@@ -44,7 +45,10 @@ def check_and_repair(lib: Library, *, repair: bool) -> dict[str, Any]:
             pkey = K.path_key(path)
             want = record_path_value(rec)
             have = txn.get(pkey)
-            if have != want:
+            if have != want and have is not None and have[:K.UUID_LEN] != uuid.encode() and (
+                    txn.get(P_DISPLACED + uuid.encode()) is not None):
+                pass  # displaced by another file; the next complete scan settles it
+            elif have != want:
                 note(f"path key of {uuid} ({display(path)}) {'wrong' if have else 'missing'}")
                 puts.append((pkey, want))
             fid = record_fid_key(rec)

@@ -7,17 +7,19 @@ Checks, each reusing the check of the module that owns the data:
     index     the manifest (manifest.read_manifest), every segment with all section checksums
               (segment.Segment, verify=True) and deleted-doc bitmaps, the manifest generation
               against `sidx:gen`, and that segments + delta make visible exactly the records,
-              each once, with delta rows equal to the records they shadow
+              each once, every visible row (segment or delta) agreeing with its record
     vectors   `sem:vid:` <-> `sem:vuuid:` agree; every `vectors/*.kvv` passes its checksum;
               vector ids of deleted records are counted (search filters them; a refresh or
               --repair drops them) but are not damage
     state     `state.json` (the watcher's) parses as a JSON object
     intents   no trash/restore/delete intent left by a dead process (trash.TrashOps.recover)
+    modes     the data dir and everything in it owner-only (dirs 0700, files 0600)
 
 Without `repair` the library is opened read-only, so nothing (not even the recovery a
 writable open does) changes before the check. With `repair`: doctor repairs keys, the index is
 rebuilt from the records, damaged vector files are deleted (they are caches rebuilt from
-LMDB), stale vector ids are dropped, an unparseable state.json is removed, intents settled;
+LMDB), stale vector ids are dropped, an unparseable state.json is removed, intents settled,
+loose modes tightened;
 then everything is checked again.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -109,12 +112,21 @@ def check_index(lib: Library, rep: _Report) -> bool:
                 except (DamagedError, ValueError, IndexError) as exc:
                     problem(getattr(exc, "message", str(exc)))
                     continue
+                stale = []
                 for doc in range(seg.n):
                     if dead is not None and dead[doc]:
                         continue
                     uuid = seg.uuid(doc)
-                    if uuid not in delta:
-                        visible[uuid] = visible.get(uuid, 0) + 1
+                    if uuid in delta:
+                        continue
+                    visible[uuid] = visible.get(uuid, 0) + 1
+                    rec = records.get(uuid)
+                    if rec is not None and _seg_fields(seg, doc) != _row_fields(
+                            doc_from_record(rec)):
+                        stale.append(uuid)
+                if stale:
+                    problem(f"{len(stale)} rows of {entry.file} differ from their records "
+                            f"(e.g. {stale[0]})")
                 seg.file.close()
             for uuid, value in delta.items():
                 if value:
@@ -132,6 +144,15 @@ def check_index(lib: Library, rep: _Report) -> bool:
                     problem(f"{len(uuids)} {label} (e.g. {uuids[0]})")
     rep.info["index_docs"] = sum(visible.values()) if gen is not None else 0
     return len(rep.problems) == before and bad == 0
+
+
+def _seg_fields(seg: Any, doc: int) -> tuple[Any, ...]:
+    return (int(seg.mtime[doc]), int(seg.size[doc]), int(seg.meta[doc]), seg.nname(doc),
+            seg.raw_dir(int(seg.doc_dir[doc])))
+
+
+def _row_fields(row: Any) -> tuple[Any, ...]:
+    return (row.mtime_ns, row.size, row.type_code | (int(row.trash) << 3), row.nname, row.dir)
 
 
 def check_vectors(lib: Library, rep: _Report, repair: bool) -> None:
@@ -199,6 +220,27 @@ def check_state(lib: Library, rep: _Report, repair: bool) -> None:
             os.unlink(path)
 
 
+def check_modes(lib: Library, rep: _Report, repair: bool) -> None:
+    """The data dir holds share keys and the only record of the trash: owner-only modes
+    (dirs 0700, files 0600). Symlinks are never followed or changed."""
+    loose = []
+    for dirpath, dirs, names in os.walk(lib.data_dir):
+        for name in [*dirs, *names]:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                loose.append((path, 0o700 if stat.S_ISDIR(st.st_mode) else 0o600))
+    if os.stat(lib.data_dir).st_mode & 0o077:
+        loose.append((lib.data_dir, 0o700))
+    for path, mode in loose:
+        rep.note("modes", f"{path} is readable by others; should be {mode:o}")
+        if repair:
+            os.chmod(path, mode, follow_symlinks=False)
+
+
 def check_intents(lib: Library, rep: _Report, repair: bool) -> None:
     ops = lib.trash_ops()
     if not ops.pending():
@@ -222,6 +264,7 @@ def fsck(lib: Library, *, repair: bool = False) -> dict[str, Any]:
     index_ok = check_index(lib, rep)
     check_vectors(lib, rep, repair)
     check_state(lib, rep, repair)
+    check_modes(lib, rep, repair)
     found = list(rep.problems)
     if repair and found:
         if not index_ok:

@@ -28,6 +28,7 @@ from typing import Any
 import lmdb
 import orjson
 
+from . import crashpoints
 from . import records as R
 from .identity import FsUuidResolver, uuid_for_hardlink, uuid_from_triplet
 from .pathbytes import dir_prefix, display, get_field, is_under, set_field
@@ -73,6 +74,13 @@ def _lstat(path: bytes) -> os.stat_result | None:
         return os.lstat(path)
     except OSError:
         return None
+
+
+P_DISPLACED = b"scan:displaced:"
+"""scan:displaced:<uuid> -> path: the record lost its path key to another file in a committed
+batch and waits for the removal pass (remove_if_gone). Written in the batch's transaction, so a
+scan killed or stopped before its removals leaves it for the next complete scan; until then
+the record keeps its stale path (doctor/fsck treat it as pending, not damaged)."""
 
 
 def _gone(rec: Record) -> bool:
@@ -202,6 +210,9 @@ class Ingest:
                 old = at_path  # same file, modified or its metadata changed: keep the uuid
             else:
                 displaced = at_path
+                if at_path is not None:  # settled by remove_if_gone, even after a crash
+                    txn.put(P_DISPLACED + at_path["uuid"].encode("ascii"),
+                            get_field(at_path, "path") or b"")
         adopted: dict[str, Any] = {}
         if old is None:
             uuid, old = self.resolve_identity(txn, entry, fs_uuid)
@@ -227,6 +238,7 @@ class Ingest:
                        excluded: Callable[[bytes], bool] | None = None) -> bool:
         """Delete the record `uuid` if it still claims `path` and that file is really gone,
         or is still there but now skipped by the walk's rules (`excluded`)."""
+        w.txn.delete(P_DISPLACED + uuid.encode("ascii"))
         rec = self.store.get(w.txn, uuid)
         if rec is None or rec.get("is_trash") or get_field(rec, "path") != path:
             return False
@@ -383,6 +395,7 @@ class Scanner:
             long_stored.extend(lstored)
             lo = hi
             batch.clear()
+            crashpoints.hit("scan.batch_committed")
 
         for item in walker:
             if self.stop.is_set():
@@ -412,6 +425,7 @@ class Scanner:
             for uuid, path in long_stored:
                 if path not in long_seen:
                     candidates.append((uuid, path))
+            candidates.extend(self._displaced_under(root))
             self._remove(candidates, summary, walker.excludes)
         self.progress.done({"phase": "scan", "files": walker.counters.files})
         return not interrupted
@@ -505,6 +519,13 @@ class Scanner:
                 continue
             out.append((key, K.PathValue.unpack(value)))
         return out
+
+    def _displaced_under(self, root: bytes) -> list[tuple[str, bytes]]:
+        """Displaced records left by a scan that died or stopped before its removals."""
+        with self.env.read() as txn:
+            return [(k[len(P_DISPLACED):].decode("ascii"), bytes(v))
+                    for k, v in self.store.iter_prefix(txn, P_DISPLACED)
+                    if is_under(bytes(v), root)]
 
     def _remove(self, candidates: list[tuple[str, bytes]], summary: ScanSummary,
                 excluded: Callable[[bytes], bool]) -> None:

@@ -190,10 +190,22 @@ class SegmentFile:
         if verify:
             for sid in self._table:
                 self.verify(sid)
+            self._verify_padding(table_offset)
 
     def _damaged(self, why: str) -> DamagedError:
         return DamagedError(f"search index segment {self.path} is damaged: {why}; "
                             "run `kvmedia rebuild-index`", path=self.path)
+
+    def _verify_padding(self, table_offset: int) -> None:
+        """The alignment gaps are zeros: no checksum covers them, so check them directly
+        (a flipped bit anywhere in the file is then found)."""
+        pos = HEADER.size
+        for _code, off, length, _xxh in sorted(self._table.values(), key=lambda t: t[1]):
+            if off < pos or self._buf[pos:off].tobytes().strip(b"\0"):
+                raise self._damaged("bad padding or overlapping sections")
+            pos = off + length
+        if pos > table_offset or self._buf[pos:table_offset].tobytes().strip(b"\0"):
+            raise self._damaged("bad padding before the section table")
 
     def verify(self, section_id: int) -> None:
         _code, off, length, xxh = self._table[section_id]

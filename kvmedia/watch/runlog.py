@@ -44,6 +44,15 @@ LOG_BACKUPS = 3
 LOGGER = "kvmedia.watch"
 
 
+class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
+    """Logs name private media files: owner-only (0600), also each file a rotation opens."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        stream = super()._open()
+        os.chmod(self.baseFilename, 0o600)
+        return stream
+
+
 def state_path(data_dir: str) -> str:
     return os.path.join(data_dir, STATE_NAME)
 
@@ -88,13 +97,13 @@ def setup_logs(data_dir: str, *, max_bytes: int = LOG_MAX_BYTES, backups: int = 
     logger.setLevel(logging.INFO)
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s [watcher] %(message)s")
-    out = logging.handlers.RotatingFileHandler(
+    out = _PrivateRotatingHandler(
         os.path.join(log_dir, "watcher.out.log"), maxBytes=max_bytes, backupCount=backups,
         encoding="utf-8", errors="backslashreplace")
     out.setLevel(logging.INFO)
     out.addFilter(_BelowError())
     out.setFormatter(fmt)
-    err = logging.handlers.RotatingFileHandler(
+    err = _PrivateRotatingHandler(
         os.path.join(log_dir, "watcher.err.log"), maxBytes=max_bytes, backupCount=backups,
         encoding="utf-8", errors="backslashreplace")
     err.setLevel(logging.WARNING)

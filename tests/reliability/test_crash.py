@@ -25,8 +25,9 @@ TRASH_POINTS = {
     "restore.before_rename": "restore", "restore.after_rename": "restore",
     "delete.before_unlink": "delete", "delete.after_unlink": "delete",
 }
-MERGE_POINTS = ["merge.segment_written", "merge.manifest_written", "merge.delta_trimmed",
-                "segment.section"]
+# scan.batch_committed: test_kill_between_scan_batches
+MERGE_POINTS = ["merge.segment_written:1", "merge.manifest_written:1", "merge.delta_trimmed:1",
+                "segment.section:1", "segment.section:3", "segment.section:25"]
 
 
 def _records_equal_files(data_dir: Path, tree: Path) -> None:
@@ -73,12 +74,30 @@ def test_kill_in_merge_and_rebuild(tree: Path, data_dir: Path, point: str, comma
         lib.scan([tree])
         victim = records(lib)[0]
         lib.delete([victim["uuid"]])  # and a deletion it must not resurrect
-    proc = run(data_dir, command, crash_at=f"{point}:{3 if point == 'segment.section' else 1}")
+    proc = run(data_dir, command, crash_at=point)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     figures.add("crash", "kill points tried")
     _records_equal_files(data_dir, tree)
     with Library.open(data_dir) as lib:
         assert lib.get(victim["uuid"]) is None
+    got = assert_consistent(data_dir, tree)
+    figures.add("crash", "lost", got["lost"])
+    figures.add("crash", "duplicated", got["duplicated"])
+
+
+@pytest.mark.parametrize("batch,n", [(1, 1), (1, 3), (1, 6), (1, 10), (3, 1), (3, 2)])
+def test_kill_between_scan_batches(tree: Path, data_dir: Path, n: int, batch: int,
+                                   figures) -> None:
+    """Killed after a batch commit, before the removals: a file renamed over another one's
+    path must not leave the displaced record behind as a second record for that path."""
+    files = _setup(tree, data_dir, 12)
+    (Path(str(data_dir) + ".toml")).write_text(f"[scan]\nbatch_files = {batch}\n")
+    os.rename(files[0], files[5])  # files[5]'s record is displaced
+    os.rename(files[7], files[7] + b".moved.jpg")
+    os.unlink(files[9])
+    proc = run(data_dir, "scan", str(tree), crash_at=f"scan.batch_committed:{n}")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    figures.add("crash", "kill points tried")
     got = assert_consistent(data_dir, tree)
     figures.add("crash", "lost", got["lost"])
     figures.add("crash", "duplicated", got["duplicated"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import orjson
@@ -85,6 +86,19 @@ def test_delta_missing_a_record(tree: Path, data_dir: Path) -> None:
     assert report["index_docs"] == 11
 
 
+def test_stale_segment_row(tree: Path, data_dir: Path) -> None:
+    """A change whose delta entry was lost leaves the segment's old row visible: found."""
+    _library(tree, data_dir, 10)
+    with Library.open(data_dir) as lib:
+        rec = lib.list_media()[0]
+        path = get_field(rec, "path")
+        os.rename(path, path + b".moved.jpg")
+        lib.scan([tree])
+        lib.env.write(lambda t: t.delete(b"sidx:d:" + rec["uuid"].encode()))
+    report = _damage_then_repair(data_dir, "index")
+    assert report["index_docs"] == 10
+
+
 def test_manifest_damaged(tree: Path, data_dir: Path) -> None:
     _library(tree, data_dir)
     path = data_dir / M.DIR_NAME / M.MANIFEST
@@ -146,6 +160,7 @@ def test_vector_file_damaged(tree: Path, data_dir: Path) -> None:
 def test_state_json(tree: Path, data_dir: Path) -> None:
     _library(tree, data_dir, 3)
     (data_dir / "state.json").write_bytes(b'{"pid": 1}')
+    os.chmod(data_dir / "state.json", 0o600)
     assert _fsck(data_dir)[0] == 0
     (data_dir / "state.json").write_bytes(b'{"pid": 1, "runn')
     _damage_then_repair(data_dir, "state")
@@ -165,3 +180,15 @@ def test_pending_intent_of_dead_process(tree: Path, data_dir: Path) -> None:
     _damage_then_repair(data_dir, "intents")
     with Library.open(data_dir) as lib:
         assert not lib.get(rec["uuid"]).get("is_trash")
+
+
+def test_loose_modes(tree: Path, data_dir: Path) -> None:
+    _library(tree, data_dir, 3)
+    os.chmod(data_dir / M.DIR_NAME / M.MANIFEST, 0o644)
+    os.chmod(data_dir / M.DIR_NAME, 0o755)
+    os.symlink("/etc/passwd", data_dir / "planted")  # never chmod'ed through
+    mode = os.stat("/etc/passwd").st_mode
+    _damage_then_repair(data_dir, "modes")
+    assert os.stat(data_dir / M.DIR_NAME / M.MANIFEST).st_mode & 0o777 == 0o600
+    assert os.stat(data_dir / M.DIR_NAME).st_mode & 0o777 == 0o700
+    assert os.stat("/etc/passwd").st_mode == mode

@@ -170,15 +170,21 @@ def test_long_names_and_deep_trees(tree: Path, data_dir: Path, figures) -> None:
     with open(wide + b"/wide.jpg", "wb") as fh:
         fh.write(b"w")
     figures.add("hostile", "bad inputs tried", 4)
-    with Library.open(data_dir) as lib:
-        lib.scan([tree])
-        paths = {get_field(r, "path") for r in lib.list_media()}
-        want = {os.path.join(os.fsencode(tree), long_ascii),
-                os.path.join(os.fsencode(tree), long_utf8),
-                deep + b"/deep.jpg", wide + b"/wide.jpg"}
-        assert paths == want
-        for query in ("deep", "wide", "nnnn", "éé"):
-            _assert_oracle(lib, query, lib.search(query, limit=None))
+    try:
+        with Library.open(data_dir) as lib:
+            lib.scan([tree])
+            paths = {get_field(r, "path") for r in lib.list_media()}
+            want = {os.path.join(os.fsencode(tree), long_ascii),
+                    os.path.join(os.fsencode(tree), long_utf8),
+                    deep + b"/deep.jpg", wide + b"/wide.jpg"}
+            assert paths == want
+            for query in ("deep", "wide", "nnnn", "éé"):
+                _assert_oracle(lib, query, lib.search(query, limit=None))
+    finally:  # pytest's recursive temp cleanup cannot go 1000 levels deep
+        os.unlink(deep + b"/deep.jpg")
+        while deep != os.fsencode(tree):
+            os.rmdir(deep)
+            deep = os.path.dirname(deep)
 
 
 TRAVERSAL = ["../../../../../../etc/passwd", "/etc/passwd", "{tree}/../victim.jpg",

@@ -108,6 +108,15 @@ def test_data_dir_and_files_private(tree: Path, data_dir: Path) -> None:
         lib.scan([tree])
         lib.rebuild_index()
         lib.share_id(str(lib.list_media()[0]["uuid"]))
+    from kvmedia.watch.runlog import setup_logs, write_state
+
+    log = setup_logs(str(data_dir), max_bytes=200, backups=2)
+    for i in range(20):  # rotations open new files too
+        log.warning("file %d of a private library", i)
+    for handler in list(log.handlers):
+        handler.close()
+        log.removeHandler(handler)
+    write_state(str(data_dir), {"pid": 1})
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     loose = []
     for dirpath, dirs, names in os.walk(data_dir):
