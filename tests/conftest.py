@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,21 +37,7 @@ def lib(data_dir: Path) -> Iterator[Library]:
     library.close()
 
 
-def write(path: Path | bytes, data: bytes = b"x") -> Path | bytes:
-    """Create a file (and its parents) with `data`."""
-    p = os.fsencode(path)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "wb") as fh:
-        fh.write(data)
-    return path
-
-
-def run_cli(data_dir: Path, *args: str | bytes, check: bool = False,
-            input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    """Run `kvmedia` as a real subprocess with its own data dir."""
-    env = dict(os.environ, KVMEDIA_DATA_DIR=str(data_dir), KVMEDIA_CONFIG=str(data_dir) + ".toml")
-    proc = subprocess.run([sys.executable, "-m", "kvmedia", *args], env=env, capture_output=True,
-                          input=input, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kvmedia {args} failed ({proc.returncode}): {proc.stderr!r}")
-    return proc
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="run the long reliability runs (100+ kills, many mutations); "
+                          "see tests/reliability/")

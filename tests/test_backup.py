@@ -10,10 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kvtest import run_cli, write
 
 from kvmedia import BusyError, Library, UsageError
 from kvmedia.pathbytes import get_field
-from tests.conftest import run_cli, write
 
 
 def _b(p: Path) -> bytes:

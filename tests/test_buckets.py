@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
+from kvtest import run_cli, write
 
 from kvmedia import Library
 from kvmedia.buckets import bucket_id, fnv1a_32
 from kvmedia.pathbytes import get_field
-from tests.conftest import run_cli, write
 
 
 def test_fnv1a_known_vectors() -> None:

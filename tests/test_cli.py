@@ -15,7 +15,7 @@ from typing import Any
 import click
 import orjson
 import pytest
-from conftest import run_cli, write
+from kvtest import run_cli, write
 
 from kvmedia.cli import cli, iter_commands
 

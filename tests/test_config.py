@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import run_cli
+from kvtest import run_cli
 
 from kvmedia import Library
 from kvmedia.config import Config, config_path, default_data_dir, read_file, write_setting

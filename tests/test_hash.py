@@ -8,11 +8,11 @@ from pathlib import Path
 
 import orjson
 import xxhash
+from kvtest import run_cli, write
 
 from kvmedia import Library
 from kvmedia.hashing import hash_file, valid_hash
 from kvmedia.pathbytes import get_field
-from tests.conftest import run_cli, write
 
 
 def _b(p: Path) -> bytes:

@@ -8,7 +8,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 import pytest
-from conftest import write
+from kvtest import write
 
 from kvmedia import Library
 from kvmedia.identity import (

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from kvtest import run_cli, write
 
 from kvmedia import Library
 from kvmedia.persistids import XATTR_UUID, read_ids, supported
-from tests.conftest import run_cli, write
 
 
 @pytest.fixture

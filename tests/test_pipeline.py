@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import orjson
+from kvtest import run_cli, write
 from PIL import Image
 
 from kvmedia import Library
 from kvmedia.pathbytes import get_field
 from kvmedia.pipeline import deps as D
 from kvmedia.scan import Scanner
-from tests.conftest import run_cli, write
 from tests.test_pipeline_sidecars import xmp
 
 SRT = b"1\n00:00:01,000 --> 00:00:02,000\nhello world\n"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kvtest import run_cli, write
 
 from kvmedia import Library
 from kvmedia.errors import UsageError
 from kvmedia.pipeline.plugins import PluginAdapter
 from kvmedia.pipeline.registry import stale
-from tests.conftest import run_cli, write
 from tests.test_pipeline import jpeg
 from tests.test_pipeline_sidecars import xmp
 

@@ -8,11 +8,11 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kvtest import write
 
 from kvmedia import Library
 from kvmedia.errors import UsageError
 from kvmedia.index import analysis as A
-from tests.conftest import write
 from tests.test_pipeline_sidecars import xmp
 
 TAGS = ("Beach", "beach house", "Đà Lạt", "family", "Sunset")

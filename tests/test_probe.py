@@ -12,11 +12,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kvtest import run_cli
 
 from kvmedia import Library
 from kvmedia.probe import Tools, find_tools, probe_file
 from kvmedia.probe.cache import needs_probe
-from tests.conftest import run_cli
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import write
+from kvtest import write
 
 from kvmedia import Library
 from kvmedia.config import Config

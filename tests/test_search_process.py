@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write
+from kvtest import run_cli, write
 from search_helpers import oracle_answer
 
 from kvmedia import Library

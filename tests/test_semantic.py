@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write
+from kvtest import run_cli, write
 
 from kvmedia import Library
 from kvmedia.config import Config

@@ -8,11 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from kvtest import run_cli, write
 
 from kvmedia import Library, NotFoundError, StorageError, UsageError
 from kvmedia.pathbytes import get_field
 from kvmedia.shareid import KEY_NAME, load_key, open_token, seal
-from tests.conftest import run_cli, write
 
 
 def _raw(token: str) -> bytes:

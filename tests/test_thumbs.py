@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from kvtest import run_cli
 from PIL import Image
 
 from kvmedia import Library
 from kvmedia.thumbs.hot import BoundedLRU
-from tests.conftest import run_cli
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 

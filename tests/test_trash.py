@@ -13,11 +13,11 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kvtest import run_cli, write
 
 from kvmedia import Library, NotFoundError, StorageError, UsageError
 from kvmedia.pathbytes import get_field, set_field
 from kvmedia.trash import P_INTENT, TRASH_DIR, restore_names
-from tests.conftest import run_cli, write
 
 
 def _b(p: Path | str) -> bytes:

@@ -1,6 +1,7 @@
 """Reliability suite options and the figures hook.
 
-`pytest tests/reliability --soak` enables the long runs (without it they are skipped).
+`pytest tests/reliability --soak` enables the long runs (without it they are skipped; the
+option is declared in tests/conftest.py so it works from any directory).
 With `KVMEDIA_RELIABILITY_LOG=<file>` every test outcome and every figure a test records
 (`figures.add(group, key, n)` / `figures.max(group, key, value)`) is appended to that file as
 one JSON line; tools/reliability_report.py turns the lines into REPORT.md.
@@ -15,21 +16,12 @@ from typing import Any
 import pytest
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak", action="store_true", default=False,
-                     help="run the long reliability runs (100+ kills, many mutations)")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "soak: long reliability run, needs --soak")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    try:
-        soak = config.getoption("--soak")
-    except ValueError:  # the option is only known when this directory is on the command line
-        soak = False
-    if soak:
+    if config.getoption("--soak"):
         return
     skip = pytest.mark.skip(reason="long run: pass --soak (pytest tests/reliability --soak)")
     for item in items:
