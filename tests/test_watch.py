@@ -568,3 +568,23 @@ def test_the_watcher_analyzes_and_embeds_new_files_in_the_background(
     rec = r.wait_record(photo, lambda rec: bool(rec.get("embed_model")))
     assert "sunset" in rec["keywords"] and "beach" in rec["keywords"].lower()
     assert "sunset" in rec["embed_source"]
+
+
+def test_directories_made_later_never_push_the_watcher_past_its_share(
+        tree: Path, data_dir: Path, reader: Callable[[], Reader],
+        watchers: list[WatcherProc]) -> None:
+    """The 80% share holds after start-up too: once new directories take the watcher past its
+    allowance, the root moves to sweeping (said once) and changes are still found."""
+    (tree / "d0").mkdir()
+    w = WatcherProc(data_dir, os.fsencode(tree), "--watch-budget", "4", "--sweep", "0.2")
+    watchers.append(w)
+    assert "watch limit:" not in w.log_text()  # 2 directories fit in 4 watches
+    for i in range(1, 8):
+        (tree / f"d{i}").mkdir()
+    wait_for(lambda: "inotify watches in use" in w.log_text(), "the watch-share warning")
+    f = _write(tree / "d7" / "late.jpg")
+    reader().wait_record(f)
+    state = orjson.loads((data_dir / "state.json").read_bytes())
+    assert state["sweep_paths"] == [str(tree)]
+    assert w.log_text().count("inotify watches in use") == 1
+    assert w.terminate() == 0

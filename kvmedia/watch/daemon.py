@@ -66,6 +66,10 @@ class WatchOptions:
     analyze: bool = False  # run the semantic worker (analyze + embed new files) in background
 
 
+SHARE_CHECK_S = 5.0
+"""How often the watcher counts its own inotify watches against its allowance."""
+
+
 class Watcher:
     def __init__(self, lib: Library, options: WatchOptions) -> None:
         self.lib = lib
@@ -99,6 +103,8 @@ class Watcher:
         self._next_state_s = 0.0
         self._next_sweep_s = 0.0
         self.semantic_worker: Any = None
+        self._watch_allowance: int | None = None
+        self._next_share_check_s = 0.0
 
     # -- running -----------------------------------------------------------------------------
 
@@ -163,6 +169,7 @@ class Watcher:
         budget = self.opts.watch_budget
         if budget is None:
             budget = limits.watch_budget()
+        self._watch_allowance = budget  # all this watcher may hold, also after start-up
         fd = WatchFD(self._on_overflow, self._on_watch_refused)
         self.observer = WatchObserver(fd)
         self.observer.start()
@@ -232,6 +239,7 @@ class Watcher:
                 self._next_sweep_s = time.monotonic() + interval
             if now >= self._next_state_s:
                 self._check_roots()
+                self._check_watch_share(now)
                 self._write_state()
 
     # -- applying ----------------------------------------------------------------------------
@@ -333,6 +341,25 @@ class Watcher:
                              display(root), self.opts.sweep_s)
             self._full_scan([root])
             self._add_sweeper(root)
+
+    def _check_watch_share(self, now: float) -> None:
+        """Directories made after start-up get watches too (watchdog adds them): once this
+        process holds more than its allowance (80% of what was left), move roots to sweeping,
+        last watched first, so the watcher never eats the whole user limit."""
+        if self._watch_allowance is None or not self.watched or now < self._next_share_check_s:
+            return
+        self._next_share_check_s = now + SHARE_CHECK_S
+        held = limits.own_watches()
+        while held > self._watch_allowance and self.watched:
+            root = self.watched[-1]
+            self.log.warning(
+                "watch limit: %d inotify watches in use, over the %d this watcher may take (80%% "
+                "of fs.inotify.max_user_watches, see `kvmedia doctor`); sweeping %s every %gs "
+                "instead", held, self._watch_allowance, display(root), self.opts.sweep_s)
+            self._unwatch(root)
+            self._add_sweeper(root)
+            self._full_scan([root])
+            held = limits.own_watches()
 
     def _unwatch(self, root: bytes) -> None:
         """Stop inotify on `root`: its watches follow the old inodes, not the path."""

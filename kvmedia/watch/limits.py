@@ -36,6 +36,24 @@ def max_user_watches() -> int | None:
     return min(found) if found else None
 
 
+def own_watches() -> int:
+    """Inotify watches held by this process (its inotify fds' fdinfo lines)."""
+    total = 0
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as fh:
+                total += sum(1 for line in fh if line.startswith("inotify wd:"))
+        except OSError:
+            continue
+    return total
+
+
 def watches_in_use(uid: int | None = None) -> int:
     """Inotify watches held right now by processes of `uid` (default: ours), from /proc."""
     uid = os.getuid() if uid is None else uid
