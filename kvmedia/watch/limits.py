@@ -36,48 +36,44 @@ def max_user_watches() -> int | None:
     return min(found) if found else None
 
 
-def own_watches() -> int:
-    """Inotify watches held by this process (its inotify fds' fdinfo lines)."""
+def _inotify_watches(proc: str) -> int:
+    """Watches held by the inotify fds of one process (`/proc/<pid>` or `/proc/self`)."""
     total = 0
     try:
-        fds = os.listdir("/proc/self/fd")
+        fds = os.listdir(f"{proc}/fd")
     except OSError:
         return 0
     for fd in fds:
         try:
-            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+            if os.readlink(f"{proc}/fd/{fd}") != "anon_inode:inotify":
                 continue
-            with open(f"/proc/self/fdinfo/{fd}") as fh:
+            with open(f"{proc}/fdinfo/{fd}") as fh:
                 total += sum(1 for line in fh if line.startswith("inotify wd:"))
         except OSError:
             continue
     return total
 
 
+def own_watches() -> int:
+    """Inotify watches held by this process."""
+    return _inotify_watches("/proc/self")
+
+
 def watches_in_use(uid: int | None = None) -> int:
     """Inotify watches held right now by processes of `uid` (default: ours), from /proc."""
     uid = os.getuid() if uid is None else uid
-    total = 0
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
         return 0
+    total = 0
     for pid in pids:
-        base = f"/proc/{pid}"
         try:
-            if os.stat(base).st_uid != uid:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
-            fds = os.listdir(f"{base}/fd")
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{base}/fd/{fd}") != "anon_inode:inotify":
-                    continue
-                with open(f"{base}/fdinfo/{fd}") as fh:
-                    total += sum(1 for line in fh if line.startswith("inotify wd:"))
-            except OSError:
-                continue
+        total += _inotify_watches(f"/proc/{pid}")
     return total
 
 
