@@ -164,3 +164,24 @@ def test_cli_export_import(tmp_path: Path, tree: Path, data_dir: Path) -> None:
     assert orjson.loads(out)["imported"] == 1
     listed = run_cli(other, "list", "--json", check=True).stdout.splitlines()
     assert [get_field(orjson.loads(x), "path") for x in listed] == [_b(tree / "a.jpg")]
+
+
+def test_restore_drops_the_search_index_of_the_newer_library(tmp_path: Path, tree: Path,
+                                                             data_dir: Path) -> None:
+    """Index segments written after the backup must not answer for the restored records."""
+    write(tree / "kept.jpg")
+    write(tree / "before.jpg")
+    with Library.open(data_dir) as lib:
+        lib.scan([tree])
+        info = lib.backup(str(tmp_path / "bk"))
+        os.rename(tree / "before.jpg", tree / "after.jpg")
+        write(tree / "newcomer.jpg")
+        lib.scan([tree])
+        lib.optimize()  # the renamed and the new file now live in an index segment
+        assert {h["name"] for h in lib.search("newcomer").hits} == {"newcomer.jpg"}
+    Library.restore_backup(data_dir, info["dest"])
+    with Library.open(data_dir) as lib:
+        assert lib.search("newcomer").hits == []
+        assert lib.search("after").hits == []
+        assert {h["name"] for h in lib.search("before").hits} == {"before.jpg"}
+        assert {h["name"] for h in lib.search("jpg").hits} == {"kept.jpg", "before.jpg"}
