@@ -23,6 +23,26 @@ from ..store import keys as K
 from ..walk import CLUTTER_NAMES
 
 
+def _visible(directory: bytes, *, dirs: bool) -> list[bytes]:
+    """Paths of the subdirectories (dirs=True) or regular files of `directory` the scan would
+    look at: no hidden or NAS-clutter names, no symlinks; [] when it cannot be read."""
+    out = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.startswith(b".") or entry.name in CLUTTER_NAMES:
+                    continue
+                try:
+                    if (entry.is_dir(follow_symlinks=False) if dirs
+                            else entry.is_file(follow_symlinks=False)):
+                        out.append(entry.path)
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return out
+
+
 def dir_mtimes(root: bytes) -> dict[bytes, int]:
     """mtime_ns of every directory the scan would enter under `root` (root included)."""
     out: dict[bytes, int] = {}
@@ -31,17 +51,9 @@ def dir_mtimes(root: bytes) -> dict[bytes, int]:
         path = stack.pop()
         try:
             out[path] = os.lstat(path).st_mtime_ns
-            with os.scandir(path) as it:
-                for entry in it:
-                    if entry.name.startswith(b".") or entry.name in CLUTTER_NAMES:
-                        continue
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                    except OSError:
-                        continue
         except OSError:
             continue
+        stack.extend(_visible(path, dirs=True))
     return out
 
 
@@ -137,17 +149,4 @@ class DirSweeper:
 
     @staticmethod
     def _entries(directory: bytes) -> list[bytes]:
-        out = []
-        try:
-            with os.scandir(directory) as it:
-                for entry in it:
-                    if entry.name.startswith(b".") or entry.name in CLUTTER_NAMES:
-                        continue
-                    try:
-                        if entry.is_file(follow_symlinks=False):
-                            out.append(entry.path)
-                    except OSError:
-                        continue
-        except OSError:
-            pass
-        return out
+        return _visible(directory, dirs=False)
