@@ -88,10 +88,12 @@ def bench_kvmedia(work: str, corpus: list[tuple[bytes, int, int]], n: int, repea
     from kvmedia import Library
 
     data = os.path.join(work, "kv")
+    reused = os.path.exists(os.path.join(data, "media.lmdb"))
     lib = Library.open(data)
     t = time.perf_counter()
-    gen_corpus.write_records(lib, n, seed=1)
-    ingest_s = time.perf_counter() - t
+    if not reused:
+        gen_corpus.write_records(lib, n, seed=1)
+    ingest_s = None if reused else time.perf_counter() - t
     t = time.perf_counter()
     report = lib.search_engine.maintainer.merge(full=True)
     build_s = time.perf_counter() - t
@@ -175,7 +177,17 @@ def oracle_check(lib: Any) -> list[str]:
 
 def bench_fts5(work: str, corpus: list[tuple[bytes, int, int]], repeat: int) -> dict[str, Any]:
     path = os.path.join(work, "fts.db")
-    con = sqlite3.connect(path)
+    if os.path.exists(path):
+        con = sqlite3.connect(path)
+        build = float("nan")
+    else:
+        con = sqlite3.connect(path)
+        build = _fts5_build(con, corpus)
+    out: dict[str, Any] = {"build_s": build, "index_bytes": os.path.getsize(path), "kinds": {}}
+    return _fts5_queries(con, out, repeat)
+
+
+def _fts5_build(con: sqlite3.Connection, corpus: list[tuple[bytes, int, int]]) -> float:
     t = time.perf_counter()
     con.execute("CREATE VIRTUAL TABLE f USING fts5(name, path, type, ext, "
                 "tokenize='unicode61 remove_diacritics 2')")
@@ -188,8 +200,10 @@ def bench_fts5(work: str, corpus: list[tuple[bytes, int, int]], repeat: int) -> 
     con.executemany("INSERT INTO f VALUES (?,?,?,?)", rows)
     con.executemany("INSERT INTO g VALUES (?)", [(r[1],) for r in rows])
     con.commit()
-    build = time.perf_counter() - t
-    out: dict[str, Any] = {"build_s": build, "index_bytes": os.path.getsize(path), "kinds": {}}
+    return time.perf_counter() - t
+
+
+def _fts5_queries(con: sqlite3.Connection, out: dict[str, Any], repeat: int) -> dict[str, Any]:
     for kind, qs in KINDS.items():
         times: list[float] = []
         totals = []
@@ -234,16 +248,18 @@ def bench_tantivy(work: str, corpus: list[tuple[bytes, int, int]], repeat: int
     sb.add_text_field("path", stored=True)
     schema = sb.build()
     path = os.path.join(work, "tantivy")
+    reuse = os.path.isdir(path) and bool(os.listdir(path))
     os.makedirs(path, exist_ok=True)
     t = time.perf_counter()
     index = tantivy.Index(schema, path=path)
-    writer = index.writer(heap_size=200_000_000, num_threads=2)
-    for p, _s, _m in corpus:
-        text = p.decode()
-        writer.add_document(tantivy.Document(name=text.rsplit("/", 1)[1], path=text))
-    writer.commit()
-    writer.wait_merging_threads()
-    build = time.perf_counter() - t
+    if not reuse:
+        writer = index.writer(heap_size=200_000_000, num_threads=2)
+        for p, _s, _m in corpus:
+            text = p.decode()
+            writer.add_document(tantivy.Document(name=text.rsplit("/", 1)[1], path=text))
+        writer.commit()
+        writer.wait_merging_threads()
+    build = float("nan") if reuse else time.perf_counter() - t
     index.reload()
     searcher = index.searcher()
     out: dict[str, Any] = {"build_s": build, "index_bytes": du(path), "kinds": {}}
@@ -294,8 +310,11 @@ def bench_plocate(work: str, corpus: list[tuple[bytes, int, int]], repeat: int
         fh.write(b"\n".join(p for p, _s, _m in corpus) + b"\n")
     db = os.path.join(work, "plocate.db")
     t = time.perf_counter()
-    subprocess.run([build_bin, "-l", "no", "-p", lst, db], check=True)
-    build = time.perf_counter() - t
+    if os.path.exists(db):
+        build = float("nan")
+    else:
+        subprocess.run([build_bin, "-l", "no", "-p", lst, db], check=True)
+        build = time.perf_counter() - t
     out: dict[str, Any] = {"build_s": build, "index_bytes": os.path.getsize(db), "kinds": {}}
     for kind, qs in KINDS.items():
         times: list[float] = []
@@ -324,10 +343,15 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--skip", default="", help="comma list of peers to skip")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the corpus and every engine's index from the last run of this "
+                         "--n (build and ingest figures then read nan; kvmedia's full rebuild "
+                         "is still timed)")
     args = ap.parse_args()
     work = os.path.join(HERE, "_work", f"search-{args.n}")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    if not args.reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work, exist_ok=True)
     corpus = list(gen_corpus.paths(args.n, seed=1))
     results: dict[str, Any] = {"n": args.n, "cpu": os.cpu_count()}
     results["kvmedia"] = bench_kvmedia(work, corpus, args.n, args.repeat, not args.no_check)
@@ -348,7 +372,7 @@ def main() -> int:
 def report(r: dict[str, Any]) -> None:
     kv = r["kvmedia"]
     print(f"\nN={r['n']}  kvmedia build {kv['build_s']:.1f}s, {kv['bytes_per_doc']:.1f} B/doc, "
-          f"ingest {kv['ingest_s']:.1f}s, search RSS {kv['search_rss_mb']:.0f} MB, "
+          f"ingest {kv['ingest_s'] or float('nan'):.1f}s, search RSS {kv['search_rss_mb']:.0f} MB, "
           f"CLI {kv['cli_ms']['p50']:.0f} ms, upsert->visible p50 "
           f"{kv['upsert_visible_ms']['p50']:.2f} ms; oracle mismatches: "
           f"{kv.get('oracle_mismatches', 'not checked')}")

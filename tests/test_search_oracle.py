@@ -65,6 +65,19 @@ def test_fixed_queries_match_oracle(corpus_lib: Library, query: str) -> None:
     assert_same(corpus_lib, query, limit=40)
 
 
+@pytest.mark.parametrize("budget", [0, 10**9])
+def test_scan_and_check_strategies_agree(corpus_lib: Library, budget: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Substrings are found either by checking dictionary candidates or by scanning the text
+    sections, whichever is cheaper; force each in turn: both must equal the oracle."""
+    from kvmedia.index import segment
+
+    monkeypatch.setattr(segment, "CHECK_MIN_CANDIDATES", budget)
+    for query in [*FIXED_QUERIES, "ove", "love_", "_2023", "e.j", "o/b", "hoto", "ach 20",
+                  "- ", "2023-0", "ea"]:
+        assert_same(corpus_lib, query, limit=40)
+
+
 @pytest.mark.parametrize("sort", ["relevance", "mod", "moddesc", "name", "namedesc", "size",
                                   "sizedesc"])
 def test_sorts_and_paging_match_oracle(corpus_lib: Library, sort: str) -> None:

@@ -46,12 +46,38 @@ def _dictionary(term_ids: dict[str, int], pair_terms: list[int], pair_targets: l
     return terms, _offsets(counts), post
 
 
+def term_trigrams(off: np.ndarray, text: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, offsets, term ids): for every distinct byte trigram of the "\n"-terminated
+    terms in `text`, the ids of the terms holding it. All numpy, no per-term Python."""
+    b = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
+    if len(b) < 3:
+        return np.zeros(0, np.uint32), np.zeros(1, np.uint32), np.zeros(0, np.uint32)
+    keys = (b[:-2] << 16) | (b[1:-1] << 8) | b[2:]
+    nl = b == 10
+    valid = ~(nl[:-2] | nl[1:-1] | nl[2:])
+    pos = np.flatnonzero(valid)
+    tids = np.searchsorted(off.astype(np.int64), pos, side="right") - 1
+    pairs = np.sort((keys[pos].astype(np.uint64) << np.uint64(32)) | tids.astype(np.uint64))
+    keep = np.ones(len(pairs), dtype=bool)
+    keep[1:] = pairs[1:] != pairs[:-1]
+    pairs = pairs[keep]
+    tri = (pairs >> np.uint64(32)).astype(np.uint32)
+    first = np.ones(len(tri), dtype=bool)
+    first[1:] = tri[1:] != tri[:-1]
+    starts = np.flatnonzero(first)
+    offsets = np.append(starts, len(tri)).astype(np.uint32)
+    return tri[starts], offsets, (pairs & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
 def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
-                    terms: list[str], post_off: np.ndarray, post: np.ndarray) -> None:
+                    terms: list[str], post_off: np.ndarray, post: np.ndarray,
+                    tri_ids: tuple[int, int, int]) -> None:
     off_id, text_id, rev_id, poff_id, post_id = ids
     off, text = _text_section(terms)
     w.add(off_id, off)
     w.add(text_id, text)
+    for sid, arr in zip(tri_ids, term_trigrams(off, text), strict=True):
+        w.add(sid, arr)
     rev = sorted(range(len(terms)), key=lambda i: terms[i][::-1])
     w.add(rev_id, np.asarray(rev, dtype=np.uint32))
     w.add(poff_id, post_off)
@@ -114,7 +140,8 @@ def build_segment(rows: list[DocRow], path: str,
             pair_terms.append(term_ids.setdefault(t, len(term_ids)))
             pair_docs.append(doc)
     _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
-                    *_dictionary(term_ids, pair_terms, pair_docs))
+                    *_dictionary(term_ids, pair_terms, pair_docs),
+                    (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
 
     term_ids = {}
     pair_terms = []
@@ -124,7 +151,8 @@ def build_segment(rows: list[DocRow], path: str,
             pair_terms.append(term_ids.setdefault(t, len(term_ids)))
             pair_dirs.append(i)
     _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
-                    *_dictionary(term_ids, pair_terms, pair_dirs))
+                    *_dictionary(term_ids, pair_terms, pair_dirs),
+                    (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
 
     hashes = np.fromiter((xxhash.xxh64_intdigest(r.uuid.encode()) for r in rows), dtype=np.uint64,
                          count=n)

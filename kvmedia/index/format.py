@@ -82,6 +82,12 @@ DPOST_OFF = 29     # u32[u+1]
 DPOST = 30         # u32[]     folder ids of each folder term, ascending
 UUID_HASH = 31     # u64[n]    xxh64 of the uuid text, ascending
 UUID_HASH_DOC = 32 # u32[n]    doc id of each UUID_HASH entry
+NTRI_KEY = 33      # u32[g]    distinct byte trigrams of the name terms (b0<<16|b1<<8|b2), ascending
+NTRI_OFF = 34      # u32[g+1]  offsets into NTRI_TERM
+NTRI_TERM = 35     # u32[]     ids of the name terms holding each trigram, ascending
+DTRI_KEY = 36      # u32[h]    the same for the folder terms
+DTRI_OFF = 37      # u32[h+1]
+DTRI_TERM = 38     # u32[]
 
 SECTION_IDS = {name: value for name, value in globals().items()
                if name.isupper() and isinstance(value, int) and name not in
@@ -160,12 +166,21 @@ class SegmentFile:
                 if size < HEADER.size + FOOTER.size:
                     raise self._damaged("shorter than a header and footer")
                 self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._vfd: int | None = os.dup(fh.fileno()) if verify else None
         except FileNotFoundError:
             raise
         except OSError as exc:
             raise self._damaged(f"unreadable: {exc.strerror}") from exc
         self.size = size
-        mm = self._mm
+        try:
+            self._open_checked(verify)
+        finally:
+            if self._vfd is not None:
+                os.close(self._vfd)
+                self._vfd = None
+
+    def _open_checked(self, verify: bool) -> None:
+        mm, size = self._mm, self.size
         table_offset, digest, end = FOOTER.unpack_from(mm, size - FOOTER.size)
         if end != END_MAGIC:
             raise self._damaged("no end marker (truncated or torn write)")
@@ -192,6 +207,8 @@ class SegmentFile:
                 self.verify(sid)
             self._verify_padding(table_offset)
 
+    _CHUNK = 1 << 20
+
     def _damaged(self, why: str) -> DamagedError:
         return DamagedError(f"search index segment {self.path} is damaged: {why}; "
                             "run `kvmedia rebuild-index`", path=self.path)
@@ -208,8 +225,29 @@ class SegmentFile:
             raise self._damaged("bad padding before the section table")
 
     def verify(self, section_id: int) -> None:
+        """Check one section's checksum. Reads with pread, not through the mapping: pages
+        read through the mmap would stay in this process's RSS; read() only warms the page
+        cache, so a searcher's RSS holds just the pages its queries touch."""
         _code, off, length, xxh = self._table[section_id]
-        if xxhash.xxh3_64_intdigest(self._buf[off:off + length]) != xxh:
+        digest = xxhash.xxh3_64()
+        own = self._vfd is None
+        try:
+            fd = os.open(self.path, os.O_RDONLY) if own else self._vfd
+        except OSError as exc:
+            raise self._damaged(f"unreadable: {exc.strerror}") from exc
+        assert fd is not None
+        try:
+            pos, end = off, off + length
+            while pos < end:
+                chunk = os.pread(fd, min(self._CHUNK, end - pos), pos)
+                if not chunk:
+                    raise self._damaged(f"section {section_id} truncated")
+                digest.update(chunk)
+                pos += len(chunk)
+        finally:
+            if own:
+                os.close(fd)
+        if digest.intdigest() != xxh:
             raise self._damaged(f"section {section_id} checksum mismatch")
 
     def has(self, section_id: int) -> bool:

@@ -16,6 +16,22 @@ from . import analysis as A
 from . import format as F
 
 EMPTY = np.zeros(0, dtype=np.int64)
+CHECK_MIN_CANDIDATES = 512
+"""Candidates (terms or texts) always checked one by one rather than scanning a whole text
+section; above it, the budget grows with the section (about 1 µs a check vs 1 ms a MB)."""
+
+
+def sorted_unique(a: np.ndarray, *, presorted: bool = False) -> np.ndarray:
+    """np.unique for integer ids, by sort + neighbour compare (numpy's hash-based unique is
+    several times slower on the 10^4..10^6-element sets queries produce)."""
+    if len(a) < 2:
+        return a
+    if not presorted:
+        a = np.sort(a)
+    keep = np.empty(len(a), dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
 
 
 @dataclass
@@ -28,6 +44,7 @@ class TermDict:
     rev: np.ndarray
     post_off: np.ndarray
     post: np.ndarray
+    tri: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (keys, offsets, term ids)
 
     def __len__(self) -> int:
         return len(self.off) - 1
@@ -77,13 +94,47 @@ class TermDict:
         return self.rev[bound(False):bound(True)].astype(np.int64)
 
     def containing(self, needle: bytes) -> np.ndarray:
-        """Ids of the terms that contain `needle` (a scan of the term text, like plocate's
-        verification step but over distinct terms only)."""
+        """Ids of the terms that contain `needle`, ascending: through the trigram sections
+        (intersect the posting lists of the needle's trigrams, rarest first, then check each
+        candidate), or by a scan of the term text when there are none or it is cheaper."""
+        if self.tri is not None and len(needle) >= 3:
+            cand = self._trigram_candidates(needle)
+            if cand is not None:
+                if len(needle) == 3:
+                    return cand
+                keep = [i for i in cand.tolist() if needle in self.term(i)]
+                return np.asarray(keep, dtype=np.int64)
         hits = self.file.find_all(self.text_id, needle)
         if not hits:
             return EMPTY
         ids = np.searchsorted(self.off, np.asarray(hits, dtype=np.uint64), side="right") - 1
-        return np.unique(ids)
+        return sorted_unique(ids, presorted=True)
+
+    def _trigram_candidates(self, needle: bytes) -> np.ndarray | None:
+        """Term ids holding every trigram of `needle`; None when checking them one by one
+        would cost more than scanning the term text (about 1 µs a term vs 1 ms a megabyte)."""
+        assert self.tri is not None
+        keys, off, terms = self.tri
+        b = needle
+        wanted = np.unique(np.fromiter(
+            ((b[i] << 16) | (b[i + 1] << 8) | b[i + 2] for i in range(len(b) - 2)),
+            dtype=np.uint32))
+        pos = np.searchsorted(keys, wanted)
+        if (pos >= len(keys)).any() or (keys[np.minimum(pos, len(keys) - 1)] != wanted).any():
+            return EMPTY
+        starts, ends = off[pos].astype(np.int64), off[pos + 1].astype(np.int64)
+        order = np.argsort(ends - starts, kind="stable")
+        cand = terms[starts[order[0]]:ends[order[0]]]
+        for j in order[1:]:
+            if len(cand) <= 16:
+                break
+            other = terms[starts[j]:ends[j]]
+            pos2 = np.minimum(np.searchsorted(other, cand), len(other) - 1)
+            cand = cand[other[pos2] == cand]
+        budget = max(CHECK_MIN_CANDIDATES, len(self.file.blob(self.text_id)) // 1000)
+        if len(needle) > 3 and len(cand) > budget:
+            return None
+        return cand.astype(np.int64)
 
     def postings_range(self, lo: int, hi: int) -> np.ndarray:
         return self.post[int(self.post_off[lo]):int(self.post_off[hi])]
@@ -133,17 +184,34 @@ class Segment:
         self.uuid_hash = f.array(F.UUID_HASH)
         self.uuid_hash_doc = f.array(F.UUID_HASH_DOC)
         self.names = TermDict(f, F.NTERM_TEXT, f.array(F.NTERM_OFF), f.array(F.NTERM_REV),
-                              f.array(F.NPOST_OFF), f.array(F.NPOST))
+                              f.array(F.NPOST_OFF), f.array(F.NPOST),
+                              self._trigrams(F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
         self.dirs = TermDict(f, F.DTERM_TEXT, f.array(F.DTERM_OFF), f.array(F.DTERM_REV),
-                             f.array(F.DPOST_OFF), f.array(F.DPOST))
+                             f.array(F.DPOST_OFF), f.array(F.DPOST),
+                             self._trigrams(F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
         self.exts = [e.decode() for e in f.bytes_of(F.EXT_TEXT).split(b"\n")[:-1]]
         self.n_dirs = len(self.dir_off) - 1
+
+    def _trigrams(self, key_id: int, off_id: int, term_id: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        f = self.file
+        if not f.has(key_id):
+            return None  # written before the trigram sections existed
+        return f.array(key_id), f.array(off_id), f.array(term_id)
 
     # -- per doc ------------------------------------------------------------------------------
 
     def uuid(self, doc: int) -> str:
         h = self.uuid_raw[doc * 16:doc * 16 + 16].tobytes().hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def uuids(self, docs: np.ndarray) -> list[str]:
+        """`uuid(doc)` for many docs in one numpy gather and one hex conversion."""
+        if not len(docs):
+            return []
+        h = self.uuid_raw.reshape(-1, 16)[np.asarray(docs, dtype=np.int64)].tobytes().hex()
+        return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-"
+                f"{h[i + 20:i + 32]}" for i in range(0, len(h), 32)]
 
     def nname(self, doc: int) -> str:
         raw = self.file.blob(F.NAME_TEXT)[int(self.name_off[doc]):int(self.name_off[doc + 1]) - 1]
@@ -167,15 +235,33 @@ class Segment:
         hits = self.file.find_all(F.NAME_TEXT, needle)
         if not hits:
             return EMPTY
-        return np.unique(np.searchsorted(self.name_off, np.asarray(hits, dtype=np.uint64),
-                                         side="right") - 1)
+        return sorted_unique(np.searchsorted(self.name_off, np.asarray(hits, dtype=np.uint64),
+                                             side="right") - 1, presorted=True)
+
+    def text_hits_via_terms(self, needle: bytes, word: bytes, folders: bool
+                            ) -> np.ndarray | None:
+        """Docs (or folder ids, `folders`) whose normalised text contains `needle`, found
+        through `word` (a maximal run of word characters inside the needle): any such text
+        has a word, hence a term, containing `word`. The candidates' texts are then checked
+        one by one; None when there are so many that scanning all the text is cheaper."""
+        d = self.dirs if folders else self.names
+        section, off = (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
+        cand = sorted_unique(d.postings(d.containing(word)))
+        if len(cand) > max(CHECK_MIN_CANDIDATES, len(self.file.blob(section)) // 2000):
+            return None
+        text = self.file.blob(section)
+        starts = off[cand].tolist()
+        ends = off[cand + 1].tolist()
+        keep = [i for i, (a, b) in enumerate(zip(starts, ends, strict=True))
+                if needle in text[a:b].tobytes()]
+        return cand[keep]
 
     def dir_text_hits(self, needle: bytes) -> np.ndarray:
         hits = self.file.find_all(F.DIR_TEXT, needle)
         if not hits:
             return EMPTY
-        return np.unique(np.searchsorted(self.dir_off, np.asarray(hits, dtype=np.uint64),
-                                         side="right") - 1)
+        return sorted_unique(np.searchsorted(self.dir_off, np.asarray(hits, dtype=np.uint64),
+                                             side="right") - 1, presorted=True)
 
     def dir_prefix_range(self, prefix: bytes) -> tuple[int, int]:
         """Folder ids whose raw path starts with `prefix` (folders sorted by raw bytes)."""
@@ -231,7 +317,7 @@ class Segment:
             return EMPTY
         lens = (d.off[cand + 1].astype(np.int64) - d.off[cand].astype(np.int64) - 1)
         qlen = len(A.encode(q))
-        cand = np.unique(cand[np.abs(lens - qlen) <= 4])  # UTF-8: one char is at most 4 bytes
+        cand = sorted_unique(cand[np.abs(lens - qlen) <= 4])  # UTF-8: one char is at most 4 bytes
         keep = [int(i) for i in cand
                 if A.within_one_edit(q, d.term(int(i)).decode("utf-8", "surrogatepass"))]
         return np.asarray(keep, dtype=np.int64)

@@ -236,8 +236,7 @@ class SearchEngine:
             top_tiers = tiers[best].tolist()
             column = seg.size if sort in ("size", "sizedesc") else seg.mtime
             values = column[top_docs].tolist()
-            for doc, tier, value in zip(top_docs.tolist(), top_tiers, values, strict=True):
-                uuid = seg.uuid(doc)
+            for uuid, tier, value in zip(seg.uuids(top_docs), top_tiers, values, strict=True):
                 if sort == "relevance":
                     key: tuple[Any, ...] = (tier, -value, uuid)
                 elif sort in ("name", "namedesc"):

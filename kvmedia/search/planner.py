@@ -18,7 +18,7 @@ import xxhash
 
 from ..index import analysis as A
 from ..index.docs import TYPE_CODES
-from ..index.segment import EMPTY, Segment
+from ..index.segment import EMPTY, Segment, TermDict, gather, sorted_unique
 from .predicate import NO_MATCH
 from .query import Query, Term
 
@@ -26,25 +26,76 @@ EMPTY_T = np.zeros(0, dtype=np.uint8)
 WordMap = tuple[np.ndarray, np.ndarray]  # (doc ids ascending, tier per doc)
 
 
-def combine(n: int, parts: list[tuple[np.ndarray, int]]) -> WordMap:
-    """Union of tiered doc sets; a doc keeps its best (lowest) tier."""
+Tiers = int | np.ndarray
+
+
+def combine(n: int, parts: list[tuple[np.ndarray, Tiers]]) -> WordMap:
+    """Union of tiered doc sets; a doc keeps its best (lowest) tier. A part's tier is one
+    number, or one per doc (then its docs must be unique, and parts with per-doc tiers must
+    not overlap in tier range with parts they share docs with: name tiers 1-3, folder 4-6).
+
+    Large unions go through one dense tier array (a fixed ~1 ms at a million docs); small
+    ones sort (doc << 4 | tier) keys (~25 ns per element), whichever is cheaper."""
     parts = [(d, t) for d, t in parts if len(d)]
     if not parts:
         return EMPTY, EMPTY_T
+    if len(parts) == 1 and not isinstance(parts[0][1], int):
+        return parts[0][0].astype(np.int64, copy=False), parts[0][1].astype(np.uint8)
+    if len(parts) == 1:
+        docs = sorted_unique(parts[0][0].astype(np.int64))
+        return docs, np.full(len(docs), parts[0][1], dtype=np.uint8)
     total = sum(len(d) for d, _ in parts)
-    if total * 8 > n:
+    if total * 32 > n:
         dense = np.full(n, NO_MATCH, dtype=np.uint8)
-        for docs, tier in sorted(parts, key=lambda p: -p[1]):
+        for docs, tier in sorted(parts, key=lambda p: -int(np.min(p[1]))):
             dense[docs] = tier
         docs = np.flatnonzero(dense != NO_MATCH)
         return docs, dense[docs]
-    docs = np.concatenate([d.astype(np.int64, copy=False) for d, _ in parts])
-    tiers = np.concatenate([np.full(len(d), t, dtype=np.uint8) for d, t in parts])
-    order = np.lexsort((tiers, docs))
-    docs, tiers = docs[order], tiers[order]
-    first = np.ones(len(docs), dtype=bool)
-    first[1:] = docs[1:] != docs[:-1]
-    return docs[first], tiers[first]
+    keys = np.concatenate([(d.astype(np.int64) << 4) | t for d, t in parts])
+    keys.sort()
+    docs = keys >> 4
+    first = np.empty(len(keys), dtype=bool)
+    first[0] = True
+    np.not_equal(docs[1:], docs[:-1], out=first[1:])
+    return docs[first], (keys[first] & 15).astype(np.uint8)
+
+
+def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, base: int
+                    ) -> WordMap:
+    """Targets of the terms `ids` (sorted unique) with their best tier: `base` for the
+    exact term, base + 1 for a term in the prefix range [lo, hi), base + 2 for the rest."""
+    if not len(ids):
+        return EMPTY, EMPTY_T
+    tier_of = np.full(len(ids), base + 2, dtype=np.int64)
+    tier_of[(ids >= lo) & (ids < hi)] = base + 1
+    tier_of[ids == exact] = base
+    starts = d.post_off[ids].astype(np.int64)
+    lens = d.post_off[ids + 1].astype(np.int64) - starts
+    targets = gather(d.post_off, d.post, ids).astype(np.int64)
+    if len(ids) == 1:
+        return targets, np.full(len(targets), tier_of[0], dtype=np.uint8)
+    keys = (targets << 4) | np.repeat(tier_of, lens)
+    keys.sort()
+    out = keys >> 4
+    first = np.empty(len(keys), dtype=bool)
+    if len(keys):
+        first[0] = True
+        np.not_equal(out[1:], out[:-1], out=first[1:])
+    return out[first], (keys[first] & 15).astype(np.uint8)
+
+
+def sorted_intersect(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (ia, ib) of the common values of two sorted unique id arrays: binary
+    searches of the smaller in the larger (np.intersect1d sorts both again)."""
+    if not len(a) or not len(b):
+        return EMPTY, EMPTY
+    if len(a) > len(b):
+        ib, ia = sorted_intersect(b, a)
+        return ia, ib
+    pos = np.searchsorted(b, a)
+    np.minimum(pos, len(b) - 1, out=pos)
+    hit = np.flatnonzero(b[pos] == a)
+    return hit, pos[hit]
 
 
 def union_min(a: WordMap, b: WordMap, n: int) -> WordMap:
@@ -73,7 +124,7 @@ class SegmentPlan:
         return np.flatnonzero(self.live)
 
     def _dirs_to_docs(self, dir_ids: np.ndarray) -> np.ndarray:
-        return self.seg.docs_of_dirs(np.unique(dir_ids)) if len(dir_ids) else EMPTY
+        return self.seg.docs_of_dirs(sorted_unique(dir_ids)) if len(dir_ids) else EMPTY
 
     def word(self, term: Term, fuzzy: bool) -> WordMap:
         key = (term.text, term.field, fuzzy)
@@ -89,25 +140,32 @@ class SegmentPlan:
         parts: list[tuple[np.ndarray, int]] = []
         names, dirs = seg.names, seg.dirs
         if term.plain:
+            # The terms containing q include the exact term and the prefix range, so one
+            # pass over their postings gives every tier (1 exact, 2 prefix, 3 substring).
             self.strategies[q] = "dictionary"
-            i = names.find(qb)
-            if i >= 0:
-                parts.append((names.postings_range(i, i + 1), 1))
-            lo, hi = names.prefix_range(qb)
-            parts.append((names.postings_range(lo, hi), 2))
-            parts.append((names.postings(names.containing(qb)), 3))
+            parts.append(tiered_postings(names, names.containing(qb), names.find(qb),
+                                         *names.prefix_range(qb), 1))
             if any_field:
-                j = dirs.find(qb)
-                if j >= 0:
-                    parts.append((self._dirs_to_docs(dirs.postings_range(j, j + 1)), 4))
-                lo, hi = dirs.prefix_range(qb)
-                parts.append((self._dirs_to_docs(dirs.postings_range(lo, hi)), 5))
-                parts.append((self._dirs_to_docs(dirs.postings(dirs.containing(qb))), 6))
+                folders, ftiers = tiered_postings(dirs, dirs.containing(qb), dirs.find(qb),
+                                                  *dirs.prefix_range(qb), 4)
+                if len(folders):
+                    starts = seg.dirdoc_off[folders].astype(np.int64)
+                    lens = seg.dirdoc_off[folders + 1].astype(np.int64) - starts
+                    docs = seg.docs_of_dirs(folders).astype(np.int64)
+                    order = np.argsort(docs)  # a doc is in one folder: no duplicates
+                    parts.append((docs[order], np.repeat(ftiers, lens)[order]))
         else:
-            self.strategies[q] = "text-scan"
-            parts.append((seg.name_text_hits(qb), 3))
+            words = A.words(q)
+            word = A.encode(max(words, key=len)) if words else b""
+            name_hits = seg.text_hits_via_terms(qb, word, False) if word else None
+            dir_hits = (seg.text_hits_via_terms(qb, word, True) if word and any_field
+                        else None)
+            self.strategies[q] = ("text-scan" if name_hits is None or (
+                any_field and dir_hits is None) else "dictionary+check")
+            parts.append((seg.name_text_hits(qb) if name_hits is None else name_hits, 3))
             if any_field:
-                parts.append((self._dirs_to_docs(seg.dir_text_hits(qb)), 6))
+                parts.append((self._dirs_to_docs(
+                    seg.dir_text_hits(qb) if dir_hits is None else dir_hits), 6))
                 if "/" in q:
                     parts.append((self._span(q), 6))
         if fuzzy and term.plain and len(q) >= A.FUZZY_MIN_LEN:
@@ -140,7 +198,7 @@ class SegmentPlan:
                 starts = ids[seg.name_off[ids] == pos] if len(pos) else EMPTY
                 docs = np.intersect1d(docs, starts)
             out.append(docs)
-        return np.unique(np.concatenate(out)) if out else EMPTY
+        return sorted_unique(np.concatenate(out)) if out else EMPTY
 
     # -- the whole query --------------------------------------------------------------------
 
@@ -158,16 +216,16 @@ class SegmentPlan:
                 if docs is None:
                     docs, tiers = gm
                 else:
-                    docs, ia, ib = np.intersect1d(docs, gm[0], assume_unique=True,
-                                                  return_indices=True)
-                    tiers = np.maximum(tiers[ia], gm[1][ib])
+                    ia, ib = sorted_intersect(docs, gm[0])
+                    docs, tiers = docs[ia], np.maximum(tiers[ia], gm[1][ib])
                 if not len(docs):
                     break
         assert docs is not None and tiers is not None
         for term in q.excludes:
             if not len(docs):
                 break
-            keep = np.isin(docs, self.word(term, False)[0], invert=True, assume_unique=True)
+            keep = np.ones(len(docs), dtype=bool)
+            keep[sorted_intersect(docs, self.word(term, False)[0])[0]] = False
             docs, tiers = docs[keep], tiers[keep]
         if len(docs):
             keep = self.filter_mask(docs, q)
