@@ -74,7 +74,7 @@ def test_scan_and_check_strategies_agree(corpus_lib: Library, budget: int,
 
     monkeypatch.setattr(segment, "CHECK_MIN_CANDIDATES", budget)
     for query in [*FIXED_QUERIES, "ove", "love_", "_2023", "e.j", "o/b", "hoto", "ach 20",
-                  "- ", "2023-0", "ea"]:
+                  "- ", "2023-0", "ea", "e", "a", "1", "o", "s 2"]:
         assert_same(corpus_lib, query, limit=40)
 
 

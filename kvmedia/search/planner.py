@@ -60,27 +60,36 @@ def combine(n: int, parts: list[tuple[np.ndarray, Tiers]]) -> WordMap:
     return docs[first], (keys[first] & 15).astype(np.uint8)
 
 
-def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, base: int
-                    ) -> WordMap:
+def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, base: int,
+                    n_targets: int) -> WordMap | np.ndarray:
     """Targets of the terms `ids` (sorted unique) with their best tier: `base` for the
-    exact term, base + 1 for a term in the prefix range [lo, hi), base + 2 for the rest."""
+    exact term, base + 1 for a term in the prefix range [lo, hi), base + 2 for the rest.
+    Sparse (targets ascending, tiers) or, when the postings are many, a dense tier per
+    target (NO_MATCH where none), which avoids sorting millions of entries."""
     if not len(ids):
         return EMPTY, EMPTY_T
-    tier_of = np.full(len(ids), base + 2, dtype=np.int64)
-    tier_of[(ids >= lo) & (ids < hi)] = base + 1
-    tier_of[ids == exact] = base
-    starts = d.post_off[ids].astype(np.int64)
-    lens = d.post_off[ids + 1].astype(np.int64) - starts
-    targets = gather(d.post_off, d.post, ids).astype(np.int64)
+    lens = d.post_off[ids + 1].astype(np.int64) - d.post_off[ids].astype(np.int64)
     if len(ids) == 1:
-        return targets, np.full(len(targets), tier_of[0], dtype=np.uint8)
-    keys = (targets << 4) | np.repeat(tier_of, lens)
+        tier = base if ids[0] == exact else base + 1 if lo <= ids[0] < hi else base + 2
+        targets = d.postings_range(int(ids[0]), int(ids[0]) + 1).astype(np.int64)
+        return targets, np.full(len(targets), tier, dtype=np.uint8)
+    in_prefix = (ids >= lo) & (ids < hi)
+    is_exact = ids == exact
+    groups = [(ids[~in_prefix & ~is_exact], base + 2), (ids[in_prefix & ~is_exact], base + 1),
+              (ids[is_exact], base)]
+    if int(lens.sum()) * 32 > n_targets:
+        dense = np.full(n_targets, NO_MATCH, dtype=np.uint8)
+        for g, tier in groups:  # worst tier first: better ones overwrite it
+            if len(g):
+                dense[gather(d.post_off, d.post, g)] = tier
+        return dense
+    keys = np.concatenate([(gather(d.post_off, d.post, g).astype(np.int64) << 4) | tier
+                           for g, tier in groups if len(g)])
     keys.sort()
     out = keys >> 4
     first = np.empty(len(keys), dtype=bool)
-    if len(keys):
-        first[0] = True
-        np.not_equal(out[1:], out[:-1], out=first[1:])
+    first[0] = True
+    np.not_equal(out[1:], out[:-1], out=first[1:])
     return out[first], (keys[first] & 15).astype(np.uint8)
 
 
@@ -137,23 +146,30 @@ class SegmentPlan:
         q = term.text
         qb = A.encode(q)
         any_field = term.field == "any"
-        parts: list[tuple[np.ndarray, int]] = []
+        parts: list[tuple[np.ndarray, Tiers]] = []
         names, dirs = seg.names, seg.dirs
         if term.plain:
             # The terms containing q include the exact term and the prefix range, so one
             # pass over their postings gives every tier (1 exact, 2 prefix, 3 substring).
             self.strategies[q] = "dictionary"
-            parts.append(tiered_postings(names, names.containing(qb), names.find(qb),
-                                         *names.prefix_range(qb), 1))
+            dense_parts: list[np.ndarray] = []
+            named = tiered_postings(names, names.containing(qb), names.find(qb),
+                                    *names.prefix_range(qb), 1, seg.n)
+            (dense_parts if isinstance(named, np.ndarray) else parts).append(named)
             if any_field:
-                folders, ftiers = tiered_postings(dirs, dirs.containing(qb), dirs.find(qb),
-                                                  *dirs.prefix_range(qb), 4)
-                if len(folders):
+                folder_map = tiered_postings(dirs, dirs.containing(qb), dirs.find(qb),
+                                             *dirs.prefix_range(qb), 4, seg.n_dirs)
+                if isinstance(folder_map, np.ndarray):
+                    dense_parts.append(folder_map[seg.doc_dir])  # folder tier of each doc
+                elif len(folder_map[0]):
+                    folders, ftiers = folder_map
                     starts = seg.dirdoc_off[folders].astype(np.int64)
                     lens = seg.dirdoc_off[folders + 1].astype(np.int64) - starts
                     docs = seg.docs_of_dirs(folders).astype(np.int64)
                     order = np.argsort(docs)  # a doc is in one folder: no duplicates
                     parts.append((docs[order], np.repeat(ftiers, lens)[order]))
+            if dense_parts:
+                return self._dense_union(dense_parts, parts, fuzzy, term)
         else:
             words = A.words(q)
             word = A.encode(max(words, key=len)) if words else b""
@@ -169,11 +185,31 @@ class SegmentPlan:
                 if "/" in q:
                     parts.append((self._span(q), 6))
         if fuzzy and term.plain and len(q) >= A.FUZZY_MIN_LEN:
-            self.strategies[q] += "+fuzzy"
-            parts.append((names.postings(seg.fuzzy_ids(names, q)), 7))
-            if any_field:
-                parts.append((self._dirs_to_docs(dirs.postings(seg.fuzzy_ids(dirs, q))), 8))
+            parts += self._fuzzy_parts(term)
         return combine(seg.n, parts)
+
+    def _fuzzy_parts(self, term: Term) -> list[tuple[np.ndarray, Tiers]]:
+        seg, q = self.seg, term.text
+        self.strategies[q] += "+fuzzy"
+        parts: list[tuple[np.ndarray, Tiers]] = [
+            (seg.names.postings(seg.fuzzy_ids(seg.names, q)), 7)]
+        if term.field == "any":
+            parts.append((self._dirs_to_docs(seg.dirs.postings(seg.fuzzy_ids(seg.dirs, q))), 8))
+        return parts
+
+    def _dense_union(self, dense_parts: list[np.ndarray], parts: list[tuple[np.ndarray, Tiers]],
+                     fuzzy: bool, term: Term) -> WordMap:
+        """The word's map when some part came back dense (a word matching most docs)."""
+        dense = dense_parts[0].copy()
+        for other in dense_parts[1:]:
+            np.minimum(dense, other, out=dense)
+        if fuzzy and term.plain and len(term.text) >= A.FUZZY_MIN_LEN:
+            parts = parts + self._fuzzy_parts(term)
+        for docs, tier in parts:  # docs unique within a part: plain fancy indexing works
+            if len(docs):
+                dense[docs] = np.minimum(dense[docs], tier)
+        docs = np.flatnonzero(dense != NO_MATCH)
+        return docs, dense[docs]
 
     def _span(self, q: str) -> np.ndarray:
         """Docs whose folder ends with x and name starts with y, for each q = x + "/" + y."""
@@ -297,6 +333,16 @@ class SegmentPlan:
         seg = self.seg
         desc = sort.endswith("desc")
         if sort == "relevance":
+            if m > 8 * k:  # docs ascend (recency): the best k are the first docs of each tier
+                out: list[np.ndarray] = []
+                need = k
+                for t in np.flatnonzero(np.bincount(tiers, minlength=1)).tolist():
+                    pos = np.flatnonzero(tiers == t)[:need]
+                    out.append(pos)
+                    need -= len(pos)
+                    if need <= 0:
+                        break
+                return np.concatenate(out)
             key = (tiers.astype(np.int64) << 32) | docs
         elif sort in ("mod", "moddesc"):
             order = np.lexsort((docs, seg.mtime[docs]))
