@@ -86,15 +86,24 @@ def words(normed: str) -> list[str]:
     return WORD_RE.findall(normed)
 
 
+_ASCII_MIXED = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][A-Z][a-z]")
+"""Where an ASCII word can split: without a match, every word of the text is all digits or
+letters that are lower, upper or title case, which the loop in `terms` skips anyway."""
+
+
 def terms(raw: str, normed: str) -> set[str]:
     """Dictionary terms of one text: words of `normed`, plus sub-tokens from `raw` (which
     still has its letter case, needed for camelCase)."""
     ws = WORD_RE.findall(normed)
     out = set(ws)
-    for w in ws:
-        if not w.isascii():
-            for run in _CJK_RUN.findall(w):
-                out.update(run[i:i + 2] for i in range(len(run) - 1))
+    if raw.isascii():
+        if _ASCII_MIXED.search(raw) is None:
+            return out
+    else:
+        for w in ws:
+            if not w.isascii():
+                for run in _CJK_RUN.findall(w):
+                    out.update(run[i:i + 2] for i in range(len(run) - 1))
     for rw in WORD_RE.findall(raw):
         if rw.isdigit() or (rw.isalpha() and (rw.islower() or rw.isupper() or rw.istitle())):
             continue
