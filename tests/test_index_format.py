@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvmedia.errors import DamagedError
 from kvmedia.index import format as F
@@ -92,3 +94,25 @@ def test_dead_bitmap_round_trip(tmp_path: Path) -> None:
     assert (M.read_dead(str(tmp_path / "d"), 13, xxh) == dead).all()
     with pytest.raises(DamagedError):
         M.read_dead(str(tmp_path / "d"), 13, xxh + 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.binary(max_size=300).map(lambda b: bytes(b"ab\n"[x % 3] for x in b)),
+       needle=st.text(alphabet="ab", min_size=1, max_size=4),
+       loop_max=st.sampled_from([1, 2, 7, 2048]))
+def test_find_all_equals_brute_force(tmp_path_factory: pytest.TempPathFactory, text: bytes,
+                                     needle: str, loop_max: int) -> None:
+    """Every occurrence, overlapping ones included, whether found by the find loop, the
+    vectorised compare, or a mix (FIND_LOOP_MAX decides where one hands over)."""
+    path = str(tmp_path_factory.mktemp("find") / "seg")
+    w = F.SegmentWriter(0)
+    w.add(F.NAME_TEXT, text)
+    w.finish(path)
+    f = F.SegmentFile(path)
+    try:
+        f.FIND_LOOP_MAX = loop_max
+        nb = needle.encode()
+        expected = [i for i in range(len(text)) if text.startswith(nb, i)]
+        assert f.find_all(F.NAME_TEXT, nb).tolist() == expected
+    finally:
+        f.close()

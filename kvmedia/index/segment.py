@@ -105,7 +105,7 @@ class TermDict:
                 keep = [i for i in cand.tolist() if needle in self.term(i)]
                 return np.asarray(keep, dtype=np.int64)
         hits = self.file.find_all(self.text_id, needle)
-        if not hits:
+        if not len(hits):
             return EMPTY
         ids = np.searchsorted(self.off, np.asarray(hits, dtype=np.uint64), side="right") - 1
         return sorted_unique(ids, presorted=True)
@@ -233,7 +233,7 @@ class Segment:
     def name_text_hits(self, needle: bytes) -> np.ndarray:
         """Docs whose normalised name contains `needle` (which holds no newline)."""
         hits = self.file.find_all(F.NAME_TEXT, needle)
-        if not hits:
+        if not len(hits):
             return EMPTY
         return sorted_unique(np.searchsorted(self.name_off, np.asarray(hits, dtype=np.uint64),
                                              side="right") - 1, presorted=True)
@@ -258,7 +258,7 @@ class Segment:
 
     def dir_text_hits(self, needle: bytes) -> np.ndarray:
         hits = self.file.find_all(F.DIR_TEXT, needle)
-        if not hits:
+        if not len(hits):
             return EMPTY
         return sorted_unique(np.searchsorted(self.dir_off, np.asarray(hits, dtype=np.uint64),
                                              side="right") - 1, presorted=True)

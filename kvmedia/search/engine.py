@@ -26,7 +26,7 @@ from ..store import keys as K
 from ..store.env import Env
 from ..store.recordstore import Record, RecordStore
 from . import oracle, tagkeys
-from .planner import SegmentPlan
+from .planner import SegmentPlan, map_size
 from .predicate import NO_MATCH, DocView, passes_filters, sort_key, text_tier
 from .query import Query
 
@@ -219,7 +219,7 @@ class SearchEngine:
         for group in q.groups:
             for term in group:
                 if term.plain and not term.fuzzy and not any(
-                        len(p.word(term, False)[0]) for p in plans) and not any(
+                        map_size(p.word(term, False)) for p in plans) and not any(
                         v.contains(term) for v in views):
                     fuzzy.add(term.text)
         sort = q.effective_sort()
@@ -228,12 +228,17 @@ class SearchEngine:
         cands: list[tuple[tuple[Any, ...], str, int]] = []  # (key, uuid, tier)
         need_names = sort in ("name", "namedesc")
         for plan in plans:
-            docs, tiers = plan.evaluate(q, fuzzy)
-            total += len(docs)
+            found = plan.evaluate(q, fuzzy)
             seg = plan.seg
-            best = plan.top(docs, tiers, sort, len(docs) if k is None else k)
-            top_docs = docs[best]
-            top_tiers = tiers[best].tolist()
+            if isinstance(found, np.ndarray):
+                total += map_size(found)
+                top_docs, top_tiers_a = plan.top_dense(found, sort, k)
+            else:
+                docs, tiers = found
+                total += len(docs)
+                best = plan.top(docs, tiers, sort, len(docs) if k is None else k)
+                top_docs, top_tiers_a = docs[best], tiers[best]
+            top_tiers = top_tiers_a.tolist()
             column = seg.size if sort in ("size", "sizedesc") else seg.mtime
             values = column[top_docs].tolist()
             for uuid, tier, value in zip(seg.uuids(top_docs), top_tiers, values, strict=True):

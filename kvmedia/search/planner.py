@@ -24,6 +24,23 @@ from .query import Query, Term
 
 EMPTY_T = np.zeros(0, dtype=np.uint8)
 WordMap = tuple[np.ndarray, np.ndarray]  # (doc ids ascending, tier per doc)
+AnyMap = WordMap | np.ndarray
+"""A word's (or a query's) matches: sparse, or dense — a uint8 tier for every doc of the
+segment, NO_MATCH where it does not match. Words matching a large share of the docs come
+back dense, and a query with a dense part is evaluated densely to the end: no array of a
+million doc ids is built only to be filtered and ranked."""
+
+
+def map_size(m: AnyMap) -> int:
+    return int(np.count_nonzero(m != NO_MATCH)) if isinstance(m, np.ndarray) else len(m[0])
+
+
+def to_dense(m: AnyMap, n: int) -> np.ndarray:
+    if isinstance(m, np.ndarray):
+        return m
+    dense = np.full(n, NO_MATCH, dtype=np.uint8)
+    dense[m[0]] = m[1]
+    return dense
 
 
 Tiers = int | np.ndarray
@@ -45,7 +62,7 @@ def combine(n: int, parts: list[tuple[np.ndarray, Tiers]]) -> WordMap:
         docs = sorted_unique(parts[0][0].astype(np.int64))
         return docs, np.full(len(docs), parts[0][1], dtype=np.uint8)
     total = sum(len(d) for d, _ in parts)
-    if total * 32 > n:
+    if total * 16 > n:
         dense = np.full(n, NO_MATCH, dtype=np.uint8)
         for docs, tier in sorted(parts, key=lambda p: -int(np.min(p[1]))):
             dense[docs] = tier
@@ -69,7 +86,8 @@ def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, 
     if not len(ids):
         return EMPTY, EMPTY_T
     lens = d.post_off[ids + 1].astype(np.int64) - d.post_off[ids].astype(np.int64)
-    if len(ids) == 1:
+    many = int(lens.sum()) * 12 > n_targets  # dense costs ~3 ms a million; sorting ~40 ns each
+    if len(ids) == 1 and not many:
         tier = base if ids[0] == exact else base + 1 if lo <= ids[0] < hi else base + 2
         targets = d.postings_range(int(ids[0]), int(ids[0]) + 1).astype(np.int64)
         return targets, np.full(len(targets), tier, dtype=np.uint8)
@@ -77,7 +95,7 @@ def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, 
     is_exact = ids == exact
     groups = [(ids[~in_prefix & ~is_exact], base + 2), (ids[in_prefix & ~is_exact], base + 1),
               (ids[is_exact], base)]
-    if int(lens.sum()) * 32 > n_targets:
+    if many:
         dense = np.full(n_targets, NO_MATCH, dtype=np.uint8)
         for g, tier in groups:  # worst tier first: better ones overwrite it
             if len(g):
@@ -107,7 +125,9 @@ def sorted_intersect(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return hit, pos[hit]
 
 
-def union_min(a: WordMap, b: WordMap, n: int) -> WordMap:
+def union_min(a: AnyMap, b: AnyMap, n: int) -> AnyMap:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.minimum(to_dense(a, n), to_dense(b, n))
     return combine(n, [(a[0][a[1] == t], int(t)) for t in np.unique(a[1])]
                    + [(b[0][b[1] == t], int(t)) for t in np.unique(b[1])])
 
@@ -118,10 +138,14 @@ class SegmentPlan:
     def __init__(self, seg: Segment, live: np.ndarray | None) -> None:
         self.seg = seg
         self.live = live
-        self._words: dict[tuple[str, str, bool], WordMap] = {}
+        self._words: dict[tuple[str, str, bool], AnyMap] = {}
         self.strategies: dict[str, str] = {}
 
-    def _live(self, wm: WordMap) -> WordMap:
+    def _live(self, wm: AnyMap) -> AnyMap:
+        if isinstance(wm, np.ndarray):
+            if self.live is not None:
+                wm[~self.live] = NO_MATCH  # a fresh array from _word: safe to change
+            return wm
         if self.live is None or not len(wm[0]):
             return wm
         keep = self.live[wm[0]]
@@ -135,13 +159,13 @@ class SegmentPlan:
     def _dirs_to_docs(self, dir_ids: np.ndarray) -> np.ndarray:
         return self.seg.docs_of_dirs(sorted_unique(dir_ids)) if len(dir_ids) else EMPTY
 
-    def word(self, term: Term, fuzzy: bool) -> WordMap:
+    def word(self, term: Term, fuzzy: bool) -> AnyMap:
         key = (term.text, term.field, fuzzy)
         if key not in self._words:
             self._words[key] = self._live(self._word(term, fuzzy))
         return self._words[key]
 
-    def _word(self, term: Term, fuzzy: bool) -> WordMap:
+    def _word(self, term: Term, fuzzy: bool) -> AnyMap:
         seg = self.seg
         q = term.text
         qb = A.encode(q)
@@ -198,7 +222,7 @@ class SegmentPlan:
         return parts
 
     def _dense_union(self, dense_parts: list[np.ndarray], parts: list[tuple[np.ndarray, Tiers]],
-                     fuzzy: bool, term: Term) -> WordMap:
+                     fuzzy: bool, term: Term) -> np.ndarray:
         """The word's map when some part came back dense (a word matching most docs)."""
         dense = dense_parts[0].copy()
         for other in dense_parts[1:]:
@@ -208,8 +232,7 @@ class SegmentPlan:
         for docs, tier in parts:  # docs unique within a part: plain fancy indexing works
             if len(docs):
                 dense[docs] = np.minimum(dense[docs], tier)
-        docs = np.flatnonzero(dense != NO_MATCH)
-        return docs, dense[docs]
+        return dense
 
     def _span(self, q: str) -> np.ndarray:
         """Docs whose folder ends with x and name starts with y, for each q = x + "/" + y."""
@@ -238,30 +261,32 @@ class SegmentPlan:
 
     # -- the whole query --------------------------------------------------------------------
 
-    def evaluate(self, q: Query, fuzzy_words: set[str]) -> WordMap:
+    def evaluate(self, q: Query, fuzzy_words: set[str]) -> AnyMap:
         n = self.seg.n
-        if not q.groups:
-            docs = self.all_live()
-            tiers = np.zeros(len(docs), dtype=np.uint8)
-        else:
-            docs = tiers = None
-            for group in q.groups:
-                gm = self.word(group[0], group[0].fuzzy or group[0].text in fuzzy_words)
-                for term in group[1:]:
-                    gm = union_min(gm, self.word(term, term.fuzzy or term.text in fuzzy_words), n)
-                if docs is None:
-                    docs, tiers = gm
-                else:
-                    ia, ib = sorted_intersect(docs, gm[0])
-                    docs, tiers = docs[ia], np.maximum(tiers[ia], gm[1][ib])
-                if not len(docs):
-                    break
-        assert docs is not None and tiers is not None
+        maps: list[AnyMap] = []
+        for group in q.groups:
+            gm = self.word(group[0], group[0].fuzzy or group[0].text in fuzzy_words)
+            for term in group[1:]:
+                gm = union_min(gm, self.word(term, term.fuzzy or term.text in fuzzy_words), n)
+            maps.append(gm)
+            if not map_size(gm):
+                return EMPTY, EMPTY_T
+        if not maps or any(isinstance(m, np.ndarray) for m in maps):
+            return self._evaluate_dense(q, maps)
+        docs, tiers = maps[0]
+        for gm in maps[1:]:
+            ia, ib = sorted_intersect(docs, gm[0])
+            docs, tiers = docs[ia], np.maximum(tiers[ia], gm[1][ib])
+            if not len(docs):
+                break
         for term in q.excludes:
             if not len(docs):
                 break
-            keep = np.ones(len(docs), dtype=bool)
-            keep[sorted_intersect(docs, self.word(term, False)[0])[0]] = False
+            em = self.word(term, False)
+            keep = (to_dense(em, n)[docs] == NO_MATCH) if isinstance(em, np.ndarray) else (
+                np.ones(len(docs), dtype=bool))
+            if not isinstance(em, np.ndarray):
+                keep[sorted_intersect(docs, em[0])[0]] = False
             docs, tiers = docs[keep], tiers[keep]
         if len(docs):
             keep = self.filter_mask(docs, q)
@@ -275,23 +300,65 @@ class SegmentPlan:
                     tiers[i] = 0
         return docs, tiers
 
-    def filter_mask(self, docs: np.ndarray, q: Query) -> np.ndarray:
+    def _evaluate_dense(self, q: Query, maps: list[AnyMap]) -> np.ndarray:
+        """`evaluate` over whole columns: AND is a max of tier arrays, filters are masks."""
+        n = self.seg.n
+        if maps:
+            dense = to_dense(maps[0], n).copy()
+            for m in maps[1:]:
+                np.maximum(dense, to_dense(m, n), out=dense)
+        else:
+            dense = np.zeros(n, dtype=np.uint8)
+            if self.live is not None:
+                dense[~self.live] = NO_MATCH
+        for term in q.excludes:
+            em = self.word(term, False)
+            if isinstance(em, np.ndarray):
+                dense[em != NO_MATCH] = NO_MATCH
+            else:
+                dense[em[0]] = NO_MATCH
+        keep = self.filter_mask(None, q)
+        if keep is not None:
+            dense[~keep] = NO_MATCH
+        exact = q.exact_name()
+        if exact is not None:
+            cand = np.flatnonzero(self.seg.stem == xxhash.xxh32_intdigest(A.encode(exact)))
+            for doc in cand[dense[cand] != NO_MATCH].tolist():
+                if A.stem(self.seg.nname(doc)) == exact:
+                    dense[doc] = 0
+        return dense
+
+    def filter_mask(self, docs: np.ndarray | None, q: Query) -> np.ndarray | None:
+        """Which of `docs` pass the query's filters; with docs None, a mask over every doc
+        of the segment (None when the query has no filter)."""
         seg = self.seg
-        keep = np.ones(len(docs), dtype=bool)
+        if docs is None and (q.restrict is None and q.trash is None and q.types is None
+                             and q.exts is None and q.paths is None and not q.ranges):
+            return None
+
+        def col(a: np.ndarray) -> np.ndarray:
+            return a if docs is None else a[docs]
+
+        keep = np.ones(seg.n if docs is None else len(docs), dtype=bool)
         if q.restrict is not None:
-            keep &= np.isin(docs, seg.lookup(sorted(q.restrict)))
+            if docs is None:
+                allowed = np.zeros(seg.n, dtype=bool)
+                allowed[seg.lookup(sorted(q.restrict))] = True
+                keep &= allowed
+            else:
+                keep &= np.isin(docs, seg.lookup(sorted(q.restrict)))
         if q.trash is not None or q.types is not None:
-            meta = seg.meta[docs]
+            meta = col(seg.meta)
             if q.trash is not None:
                 keep &= ((meta >> 3) & 1) == int(q.trash)
             if q.types is not None:
                 keep &= np.isin(meta & 7, [TYPE_CODES[t] for t in q.types])
         if q.exts is not None:
             ids = [i for i, e in enumerate(seg.exts) if e in q.exts]
-            keep &= np.isin(seg.ext[docs], ids)
+            keep &= np.isin(col(seg.ext), ids)
         if q.paths is not None:
-            folder = seg.doc_dir[docs]
-            inside = np.zeros(len(docs), dtype=bool)
+            folder = col(seg.doc_dir)
+            inside = np.zeros(len(keep), dtype=bool)
             for p in q.paths:
                 if p == b"/":
                     inside[:] = True
@@ -305,10 +372,10 @@ class SegmentPlan:
             keep &= inside
         for name, conds in q.ranges.items():
             if name in ("width", "height"):
-                values = getattr(seg, name)[docs].astype(np.float64)
+                values = col(getattr(seg, name)).astype(np.float64)
                 values[values == 0] = np.nan
             else:
-                values = getattr(seg, name)[docs]
+                values = col(getattr(seg, name))
             if name == "dur":
                 keep &= ~np.isnan(values)
             for op, bound in conds:
@@ -323,6 +390,24 @@ class SegmentPlan:
         return keep
 
     # -- ordering ---------------------------------------------------------------------------
+
+    def top_dense(self, dense: np.ndarray, sort: str, k: int | None) -> WordMap:
+        """(docs, tiers) of the best `k` (all when None) of a dense map, best first."""
+        if sort == "relevance" and k is not None:
+            out: list[np.ndarray] = []
+            need = k
+            for t in np.flatnonzero(np.bincount(dense, minlength=1)[:NO_MATCH]).tolist():
+                if need <= 0:
+                    break
+                pos = np.flatnonzero(dense == t)[:need]  # docs ascend: recency order
+                out.append(pos)
+                need -= len(pos)
+            docs = np.concatenate(out) if out else EMPTY
+            return docs, dense[docs]
+        docs = np.flatnonzero(dense != NO_MATCH)
+        tiers = dense[docs]
+        best = self.top(docs, tiers, sort, len(docs) if k is None else k)
+        return docs[best], tiers[best]
 
     def top(self, docs: np.ndarray, tiers: np.ndarray, sort: str, k: int) -> np.ndarray:
         """Positions (into docs) of this segment's best `k` under `sort`, best first. For

@@ -26,6 +26,7 @@ P_TAG = b"stag:t:"
 P_RATING = b"stag:r:"
 K_BUILT = b"stag:built"
 TAG_KEY_MAX = 300
+_TAG_FIELDS = frozenset(("user_tags", "tags", "rating"))
 RATINGS = range(-1, 6)
 
 
@@ -69,6 +70,8 @@ class TagKeysWriter:
 
     def __call__(self, writer: Any, old: dict[str, Any] | None, new: dict[str, Any] | None
                  ) -> None:
+        if old is None and new is not None and not _TAG_FIELDS.intersection(new):
+            return  # a new record without tags or rating (every file of a first scan)
         before, after = record_keys(old), record_keys(new)
         if before == after:
             return
