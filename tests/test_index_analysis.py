@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import string
 import unicodedata
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvmedia.index import analysis as A
@@ -71,3 +72,16 @@ def test_norm_is_idempotent(text: str) -> None:
     """A query typed in already-normalised form finds the same files."""
     once = A.norm(text)
     assert A.norm(once) == once
+
+
+@settings(max_examples=2000, deadline=None)
+@given(raw=st.text(alphabet=string.ascii_letters + string.digits + "_-. \t\x01", max_size=20))
+def test_ascii_subtokens_equal_the_general_rule(raw: str) -> None:
+    """The ASCII fast path of `terms` adds exactly what the general sub-token rule adds."""
+    normed = A.norm(raw)
+    ws = A.WORD_RE.findall(normed)
+    fast: set[str] = set(ws)
+    A._ascii_subtokens(raw, fast)
+    general: set[str] = set(ws)
+    A._subtokens(raw, ws, general)
+    assert fast == general

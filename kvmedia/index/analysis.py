@@ -86,9 +86,10 @@ def words(normed: str) -> list[str]:
     return WORD_RE.findall(normed)
 
 
-_ASCII_MIXED = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][A-Z][a-z]")
-"""Where an ASCII word can split: without a match, every word of the text is all digits or
-letters that are lower, upper or title case, which the loop in `terms` skips anyway."""
+_ASCII_MIXED_WORD = re.compile(
+    r"[^\W_]*(?:[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][A-Z][a-z])[^\W_]*")
+"""The ASCII words that can split (a letter/digit or a case boundary inside); every other
+word is all digits or letters in lower, upper or title case, which never split."""
 
 
 def terms(raw: str, normed: str) -> set[str]:
@@ -97,13 +98,19 @@ def terms(raw: str, normed: str) -> set[str]:
     ws = WORD_RE.findall(normed)
     out = set(ws)
     if raw.isascii():
-        if _ASCII_MIXED.search(raw) is None:
-            return out
-    else:
-        for w in ws:
-            if not w.isascii():
-                for run in _CJK_RUN.findall(w):
-                    out.update(run[i:i + 2] for i in range(len(run) - 1))
+        _ascii_subtokens(raw, out)
+        return out
+    for w in ws:
+        if not w.isascii():
+            for run in _CJK_RUN.findall(w):
+                out.update(run[i:i + 2] for i in range(len(run) - 1))
+    _subtokens(raw, ws, out)
+    return out
+
+
+def _subtokens(raw: str, ws: list[str], out: set[str]) -> None:
+    """Add the letter/digit and camelCase pieces of the words of `raw` that are part of a
+    word of `ws` (the normalised words)."""
     for rw in WORD_RE.findall(raw):
         if rw.isdigit() or (rw.isalpha() and (rw.islower() or rw.isupper() or rw.istitle())):
             continue
@@ -114,7 +121,15 @@ def terms(raw: str, normed: str) -> set[str]:
             p = norm(piece)
             if p and p not in out and any(p in w for w in ws):
                 out.add(p)
-    return out
+
+
+def _ascii_subtokens(raw: str, out: set[str]) -> None:
+    """`_subtokens` for ASCII text, faster: only the words with a boundary inside are split,
+    and a lowered piece is always part of its lowered word, one of the normalised words."""
+    for rw in _ASCII_MIXED_WORD.findall(raw):
+        pieces = _SPLIT_ASCII.findall(rw)
+        if len(pieces) > 1:
+            out.update(piece.lower() for piece in pieces)
 
 
 def is_plain(normed_query_word: str) -> bool:

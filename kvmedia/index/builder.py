@@ -84,13 +84,40 @@ def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
     w.add(post_id, post)
 
 
+def _recency_order(rows: list[DocRow]) -> tuple[np.ndarray, np.ndarray]:
+    """Doc order (newest mtime first, ties by uuid) and the raw uuids, with numpy sorts."""
+    n = len(rows)
+    uuids = np.frombuffer(bytes.fromhex("".join(r.uuid for r in rows).replace("-", "")),
+                          dtype=np.uint8).reshape(n, 16)
+    halves = uuids.view(">u8").reshape(n, 2)
+    mtime = np.fromiter((r.mtime_ns for r in rows), dtype=np.int64, count=n)
+    order = np.lexsort((halves[:, 1], halves[:, 0], -mtime))
+    return order, uuids[order]
+
+
+def _name_rank(rows: list[DocRow], uuid_raw: np.ndarray) -> np.ndarray:
+    """Rank of each doc by (name sort key, uuid), for the name sorts."""
+    n = len(rows)
+    halves = uuid_raw.view(">u8").reshape(n, 2)
+    by_uuid = np.lexsort((halves[:, 1], halves[:, 0]))
+    keys = np.array([name_sort_key(rows[i].name) for i in by_uuid.tolist()], dtype=object)
+    by_name = by_uuid[np.argsort(keys, kind="stable")]
+    rank = np.empty(n, dtype=np.uint32)
+    rank[by_name] = np.arange(n, dtype=np.uint32)
+    return rank
+
+
 def build_segment(rows: list[DocRow], path: str,
                   crash_point: Callable[[str], None] | None = None) -> int:
     """Write the segment holding `rows` (one per uuid) to `path`; returns its size in bytes."""
-    rows = sorted(rows, key=lambda r: (-r.mtime_ns, r.uuid))
     n = len(rows)
+    if n:
+        order, uuid_raw = _recency_order(rows)
+        rows = [rows[i] for i in order.tolist()]
+    else:
+        uuid_raw = np.zeros((0, 16), dtype=np.uint8)
     w = F.SegmentWriter(n)
-    w.add(F.DOC_UUID, b"".join(bytes.fromhex(r.uuid.replace("-", "")) for r in rows))
+    w.add(F.DOC_UUID, uuid_raw.reshape(-1))
     w.add(F.DOC_MTIME, np.fromiter((r.mtime_ns for r in rows), dtype=np.int64, count=n))
     w.add(F.DOC_SIZE, np.fromiter((r.size for r in rows), dtype=np.int64, count=n))
     w.add(F.DOC_META, np.fromiter(((r.type_code & 7) | (r.trash << 3) for r in rows),
@@ -127,18 +154,16 @@ def build_segment(rows: list[DocRow], path: str,
     w.add(F.DOC_STEM, np.fromiter(
         (xxhash.xxh32_intdigest(A.encode(A.stem(r.nname))) for r in rows), dtype=np.uint32,
         count=n))
-    by_name = sorted(range(n), key=lambda i: (name_sort_key(rows[i].name), rows[i].uuid))
-    rank = np.empty(n, dtype=np.uint32)
-    rank[np.asarray(by_name, dtype=np.int64)] = np.arange(n, dtype=np.uint32)
-    w.add(F.DOC_NAMERANK, rank)
+    w.add(F.DOC_NAMERANK, _name_rank(rows, uuid_raw) if n else np.zeros(0, dtype=np.uint32))
 
     term_ids: dict[str, int] = {}
     pair_terms: list[int] = []
     pair_docs: list[int] = []
+    terms_of, decode, term_id = A.terms, A.decode, term_ids.setdefault
     for doc, r in enumerate(rows):
-        for t in A.terms(A.decode(r.name), r.nname):
-            pair_terms.append(term_ids.setdefault(t, len(term_ids)))
-            pair_docs.append(doc)
+        ts = terms_of(decode(r.name), r.nname)
+        pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
+        pair_docs.extend([doc] * len(ts))
     _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
                     *_dictionary(term_ids, pair_terms, pair_docs),
                     (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
