@@ -86,10 +86,9 @@ def words(normed: str) -> list[str]:
     return WORD_RE.findall(normed)
 
 
-_ASCII_MIXED_WORD = re.compile(
-    r"[^\W_]*(?:[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][A-Z][a-z])[^\W_]*")
-"""The ASCII words that can split (a letter/digit or a case boundary inside); every other
-word is all digits or letters in lower, upper or title case, which never split."""
+_ASCII_BOUNDARY = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]|[a-z][A-Z]|[A-Z][A-Z][a-z]")
+"""A letter/digit or case boundary inside an ASCII word; a text without one has only words
+that are all digits or letters in lower, upper or title case, which never split."""
 
 
 def terms(raw: str, normed: str) -> set[str]:
@@ -124,9 +123,12 @@ def _subtokens(raw: str, ws: list[str], out: set[str]) -> None:
 
 
 def _ascii_subtokens(raw: str, out: set[str]) -> None:
-    """`_subtokens` for ASCII text, faster: only the words with a boundary inside are split,
-    and a lowered piece is always part of its lowered word, one of the normalised words."""
-    for rw in _ASCII_MIXED_WORD.findall(raw):
+    """`_subtokens` for ASCII text, faster: nothing to do without a boundary; a word splits
+    when it has more than one piece; a lowered piece is always part of its lowered word, one
+    of the normalised words."""
+    if _ASCII_BOUNDARY.search(raw) is None:
+        return
+    for rw in WORD_RE.findall(raw):
         pieces = _SPLIT_ASCII.findall(rw)
         if len(pieces) > 1:
             out.update(piece.lower() for piece in pieces)
