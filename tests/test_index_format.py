@@ -116,3 +116,20 @@ def test_find_all_equals_brute_force(tmp_path_factory: pytest.TempPathFactory, t
         assert f.find_all(F.NAME_TEXT, nb).tolist() == expected
     finally:
         f.close()
+
+
+def test_lookup_steps_over_hash_collisions(tmp_path: Path) -> None:
+    """Two uuids filed under one hash value: lookup checks the raw uuid and moves on."""
+    import xxhash
+
+    rows = _rows(3)
+    path = str(tmp_path / "seg")
+    build_segment(rows, path)
+    seg = Segment(path, "seg")
+    a, b = seg.uuid(0), seg.uuid(1)
+    h = xxhash.xxh64_intdigest(a.encode())
+    seg.uuid_hash = np.array([h, h, h + 1], dtype=np.uint64)
+    seg.uuid_hash_doc = np.array([1, 0, 2], dtype=np.uint32)  # b's entry comes first
+    assert seg.lookup([a]).tolist() == [0]
+    assert seg.lookup([a, a]).tolist() == [0, 0]
+    assert seg.lookup([b]).tolist() == []  # filed under the wrong hash: not found

@@ -289,21 +289,30 @@ class Segment:
         return -1
 
     def lookup(self, uuids: list[str]) -> np.ndarray:
-        """Doc ids of those `uuids` present in this segment."""
+        """Doc ids of those `uuids` present in this segment, ascending (vectorised: the
+        delta can shadow thousands of uuids, and this runs whenever it changes)."""
         if not uuids or self.n == 0:
             return EMPTY
         hashes = np.fromiter((xxhash.xxh64_intdigest(u.encode()) for u in uuids), dtype=np.uint64,
                              count=len(uuids))
+        raw = np.frombuffer(bytes.fromhex("".join(uuids).replace("-", "")),
+                            dtype=np.uint8).reshape(len(uuids), 16)
+        table = self.uuid_raw.reshape(-1, 16)
         pos = np.searchsorted(self.uuid_hash, hashes)
-        out = []
-        for u, h, p in zip(uuids, hashes, pos, strict=True):
-            raw = bytes.fromhex(u.replace("-", ""))
-            while p < self.n and self.uuid_hash[p] == h:
-                doc = int(self.uuid_hash_doc[p])
-                if bytes(self.uuid_raw[doc * 16:doc * 16 + 16]) == raw:
-                    out.append(doc)
-                p += 1
-        return np.asarray(sorted(out), dtype=np.int64)
+        found: list[np.ndarray] = []
+        todo = np.arange(len(uuids))
+        while len(todo):  # each round checks the next entry with the same hash (collisions)
+            p = pos[todo]
+            ok = p < self.n
+            todo, p = todo[ok], p[ok]
+            same = self.uuid_hash[p] == hashes[todo]
+            todo, p = todo[same], p[same]
+            docs = self.uuid_hash_doc[p].astype(np.int64)
+            hit = (table[docs] == raw[todo]).all(axis=1)
+            found.append(docs[hit])
+            todo = todo[~hit]
+            pos[todo] += 1
+        return np.sort(np.concatenate(found)) if found else EMPTY
 
     def text_of(self, doc: int) -> str:
         return self.ndir(int(self.doc_dir[doc])) + "/" + self.nname(doc)
