@@ -80,8 +80,9 @@ print(walk(sys.argv[1]))
 """
 
 
-def run_phase(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """(seconds, peak RSS bytes, stdout) of one child process."""
+def run_phase(argv: list[str], env: dict[str, str]) -> tuple[float, int, str, float]:
+    """(seconds, peak RSS bytes, stdout, CPU seconds) of one child process. CPU time (user +
+    system) is reported too: on a shared machine it moves far less than wall time."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -91,7 +92,7 @@ def run_phase(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"phase {argv} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_maxrss * 1024, out
+    return seconds, usage.ru_maxrss * 1024, out, usage.ru_utime + usage.ru_stime
 
 
 def modify_fraction(root: str, fraction: float, seed: int = 11) -> int:
@@ -126,24 +127,26 @@ def main() -> None:
     kv = [sys.executable, "-m", "kvmedia"]
 
     rows = []
-    secs, rss, out = run_phase([sys.executable, "-c", WALK_CODE, tree], env)
+    secs, rss, out, cpu = run_phase([sys.executable, "-c", WALK_CODE, tree], env)
     walked = int(out.strip())
-    rows.append(("walk (os.scandir+stat)", secs, rss))
+    rows.append(("walk (os.scandir+stat)", secs, rss, cpu))
     for label in ("kvmedia scan, first", "kvmedia rescan, unchanged"):
-        secs, rss, _ = run_phase([*kv, "scan", "--progress", "none", tree], env)
-        rows.append((label, secs, rss))
+        secs, rss, _, cpu = run_phase([*kv, "scan", "--progress", "none", tree], env)
+        rows.append((label, secs, rss, cpu))
     changed = modify_fraction(tree, 0.01)
-    secs, rss, _ = run_phase([*kv, "scan", "--progress", "none", tree], env)
-    rows.append((f"kvmedia rescan, {changed:,} changed", secs, rss))
+    secs, rss, _, cpu = run_phase([*kv, "scan", "--progress", "none", tree], env)
+    rows.append((f"kvmedia rescan, {changed:,} changed", secs, rss, cpu))
 
     db = os.path.join(data, "media.lmdb", "data.mdb")
     db_bytes = os.stat(db).st_size if os.path.exists(db) else 0
-    floor = rows[0][1]
-    print(f"\nfiles: {walked:,}   python {sys.version.split()[0]}   cores: {os.cpu_count()}")
-    print(f"{'phase':<34} {'seconds':>8} {'files/s':>10} {'peak RSS':>9} {'x walk':>7}")
-    for label, secs, rss in rows:
+    floor, cpu_floor = rows[0][1], rows[0][3]
+    print(f"\nfiles: {walked:,}   python {sys.version.split()[0]}   cores: {os.cpu_count()}   "
+          f"load: {os.getloadavg()[0]:.1f}")
+    print(f"{'phase':<34} {'seconds':>8} {'files/s':>10} {'peak RSS':>9} {'x walk':>7} "
+          f"{'CPU s':>7} {'x walk CPU':>10}")
+    for label, secs, rss, cpu in rows:
         print(f"{label:<34} {secs:>8.2f} {walked / secs:>10,.0f} {rss / 2**20:>7.0f}MB "
-              f"{secs / floor:>7.2f}")
+              f"{secs / floor:>7.2f} {cpu:>7.2f} {cpu / max(cpu_floor, 1e-3):>10.2f}")
     print(f"LMDB file: {db_bytes / 2**20:.0f} MB ({db_bytes / max(walked, 1):.0f} B/file)")
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)

@@ -40,7 +40,7 @@ from . import records as R
 from .errors import BusyError, DamagedError, StorageError, UsageError
 from .identity import FsUuidResolver
 from .pathbytes import dir_prefix, get_field, is_under, set_field
-from .safefs import components
+from .safefs import components, fsync_dir
 from .store import keys as K
 from .store.env import Env
 from .store.recordstore import Record, RecordStore
@@ -51,14 +51,6 @@ PATH_FIELDS = ("path", "original_path", "trash_path", "root")
 IMPORT_BATCH = 1000
 ENV_DIR = "media.lmdb"
 KEY_NAME = "share.key"
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_private(src: str, dst: str) -> None:
@@ -95,7 +87,7 @@ def backup(env: Env, data_dir: str, dest: str) -> dict[str, Any]:
             fh.write(orjson.dumps(manifest))
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(dest)
+        fsync_dir(dest)
     except lmdb.Error as exc:
         raise StorageError(f"backup failed: {exc}; check free space at {dest}") from exc
     except OSError as exc:
@@ -157,13 +149,13 @@ def restore_backup(data_dir: str, src: str) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
         os.mkdir(staging, 0o700)
         _copy_private(os.path.join(src, "data.mdb"), os.path.join(staging, "data.mdb"))
-        _fsync_dir(staging)
+        fsync_dir(staging)
         with _exclusive(env_dir):
             if os.path.exists(env_dir):
                 shutil.rmtree(previous, ignore_errors=True)
                 os.rename(env_dir, previous)
             os.rename(staging, env_dir)
-            _fsync_dir(data_dir)
+            fsync_dir(data_dir)
         key = os.path.join(src, KEY_NAME)
         if os.path.isfile(key):
             tmp = os.path.join(data_dir, f".{KEY_NAME}.restore")

@@ -99,6 +99,10 @@ def handle_errors(fn: F) -> F:
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(0)
+        except OSError as exc:  # disk full, quota, I/O error met outside a typed wrapper
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(f"I/O error: {exc.strerror or exc}{where}; free some space or check the "
+                  "disk and retry (committed work is kept)", "io", E.EXIT_IO, as_json)
 
     return wrapper  # type: ignore[return-value]
 

@@ -8,7 +8,9 @@ Record fields:
 A hash is valid only while `hash_stamp` equals the record's size and mtime_ns; a rescan of a
 changed file keeps the old field but makes it stale, so it is recomputed when next asked.
 A file is read in 1 MiB chunks and stat'ed before and after: a file that changed while being
-read is reported, not hashed.
+read is reported, not hashed. Never hashed (reported as failed): anything but a regular file
+(a FIFO is opened non-blocking, so it cannot hang), and a file of 1 GiB or more that is
+mostly holes (a sparse 1 TiB file would take hours to read and holds no media).
 
 Duplicates: candidates are found from the `size` type keys alone (the size is in the key,
 so no record is decoded); only files sharing a size with another are hashed and compared.
@@ -16,8 +18,10 @@ so no record is decoded); only files sharing a size with another are hashed and 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +40,9 @@ from .store.recordstore import Record, RecordStore
 ALGOS = ("xxh3_128", "sha256")
 DEFAULT_ALGO = "xxh3_128"
 CHUNK_BYTES = 1 << 20
+SPARSE_MIN_BYTES = 1 << 30
+"""A file this large whose data extents cover under half of it is not hashed (see hash_file)."""
+MAX_EXTENTS = 4096
 BATCH = 256
 
 
@@ -50,14 +57,21 @@ def _hasher(algo: str) -> Any:
 def hash_file(path: bytes, algo: str = DEFAULT_ALGO) -> tuple[str, int, int]:
     """(content_hash, size, mtime_ns) of the file at `path`."""
     h = _hasher(algo)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # O_NONBLOCK: a FIFO that took the file's place must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise NotFoundError(f"{display(path)} is gone; run `kvmedia scan`", path=path) from exc
     except OSError as exc:
         raise StorageError(f"cannot read {display(path)}: {exc.strerror}", path=path) from exc
     try:
         before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise StorageError(f"{display(path)} is not a regular file any more (a FIFO, "
+                               "socket or device took its place); run `kvmedia scan`", path=path)
+        if _mostly_holes(fd, before.st_size):
+            raise StorageError(f"{display(path)} is a sparse file ({before.st_size} bytes, "
+                               "mostly holes): not hashed, reading it would take hours",
+                               path=path)
         while True:
             chunk = os.read(fd, CHUNK_BYTES)
             if not chunk:
@@ -71,6 +85,35 @@ def hash_file(path: bytes, algo: str = DEFAULT_ALGO) -> tuple[str, int, int]:
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise StorageError(f"{display(path)} changed while being hashed; retry", path=path)
     return f"{algo}:{h.hexdigest()}", before.st_size, before.st_mtime_ns
+
+
+def _mostly_holes(fd: int, size: int) -> bool:
+    """True for a file of SPARSE_MIN_BYTES or more whose data extents (SEEK_DATA/SEEK_HOLE)
+    cover less than half of it. Compressed file systems keep their extents: only real holes
+    count. Stops counting after MAX_EXTENTS extents (then: not sparse enough to matter)."""
+    if size < SPARSE_MIN_BYTES or not hasattr(os, "SEEK_DATA"):
+        return False
+    data = pos = 0
+    try:
+        for _ in range(MAX_EXTENTS):
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos: the rest is a hole
+                    break
+                raise
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            data += end - start
+            pos = end
+            if pos >= size:
+                break
+        else:
+            return False
+    except OSError:
+        return False  # no SEEK_DATA on this file system: treat it as dense
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    return data * 2 < size
 
 
 def valid_hash(rec: Record, algo: str | None = None) -> str | None:

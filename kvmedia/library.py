@@ -187,8 +187,19 @@ class Library:
                 break
         self.pipeline.sweep([s.root for s in out if not (s.interrupted or s.offline)])
         self.pipeline.process_dirty()  # sidecar fields of what changed, before the index fold
-        self.search_engine.maintainer.maintain()  # fold a big delta so the next search is fast
+        self.maintain_index()  # fold a big delta so the next search is fast
         return out
+
+    def maintain_index(self) -> None:
+        """Rebuild a damaged index or fold a big delta; when there is nothing to do, decided
+        without loading the search engine (numpy), which an unchanged rescan would pay for."""
+        if self._search_engine is None:
+            from .index.manifest import DIR_NAME
+            from .index.status import needs_maintenance
+
+            if not needs_maintenance(self.env, os.path.join(self.data_dir, DIR_NAME)):
+                return
+        self.search_engine.maintainer.maintain()
 
     def upsert_paths(self, paths: Iterable[str | bytes], *,
                      outcomes: list[tuple[bytes, str]] | None = None) -> dict[str, int]:
@@ -202,7 +213,7 @@ class Library:
                              roots=roots, outcomes=outcomes)
         self.pipeline.sweep(raw)  # sidecars deleted at or under these paths
         self.pipeline.process_dirty()
-        self.search_engine.maintainer.maintain()
+        self.maintain_index()
         return stats
 
     @property
@@ -587,7 +598,7 @@ class Library:
                                "stale": len(todo)}
         if not dry_run and todo:
             out["result"] = ex.run(self, todo)
-            self.search_engine.maintainer.maintain()
+            self.maintain_index()
         return out
 
     def thumbnail(self, ref: str | bytes, *, build: bool = True) -> bytes | None:

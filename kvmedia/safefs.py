@@ -89,6 +89,15 @@ def create_private(path: str | bytes) -> int:
                    0o600)
 
 
+def fsync_dir(path: str | bytes) -> None:
+    """Make a rename or create inside `path` durable (the directory entry itself)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

@@ -22,7 +22,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import lmdb
@@ -44,6 +44,9 @@ BATCH_FILES = 2000
 BATCH_SECONDS = 1.0
 """A batch is also committed after this long, so other writers are never starved."""
 MAX_WARNINGS_KEPT = 200
+RELEASE_EVERY = 500
+"""Written files between two `Env.release_pages` inside a batch: each new file touches ~14
+pages of a large tree, so RSS stays near 500 * 14 * 4 KiB of mapped pages."""
 
 
 @dataclass
@@ -90,33 +93,65 @@ def _gone(rec: Record) -> bool:
     return st is None or st.st_ino != rec.get("ino")
 
 
+def _same_stamp(current: K.PathValue, entry: FileEntry) -> bool:
+    return (current.ino, current.size, current.mtime_ns, current.ctime_ns) == (
+        entry.ino, entry.size, entry.mtime_ns, entry.ctime_ns)
+
+
+def _relook(entry: FileEntry) -> FileEntry | None:
+    """`entry` as the file is now, inside the batch's write transaction (None: gone or no
+    longer a regular file). A batch commits up to BATCH_SECONDS after the walk looked, and a
+    watcher may have recorded a newer state meanwhile: the older look must never overwrite it
+    (a stale size, or a record for a file deleted or renamed away since)."""
+    st = _lstat(entry.path)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return None
+    if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            entry.ino, entry.dev, entry.size, entry.mtime_ns, entry.ctime_ns):
+        return entry
+    return replace(entry, ino=st.st_ino, dev=st.st_dev, size=st.st_size,
+                   mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+
+
 def build_record(entry: FileEntry, fs_uuid: str, uuid: str, root: bytes | None,
                  old: Record | None) -> Record:
     """The stored record for `entry`: `old` with the scanner's fields replaced, others kept."""
     rec: Record = dict(old) if old else {}
     ctime_s = entry.ctime_ns // 1_000_000_000
+    ext = R.extension(entry.name)
     rec.update(
         uuid=uuid,
         fs_uuid=fs_uuid,
         ino=entry.ino,
         ctime=ctime_s,
         ctime_ns=entry.ctime_ns,
-        ext=R.extension(entry.name),
+        ext=ext,
         size=entry.size,
         mtime=entry.mtime_ns / 1e9,
         mtime_ns=entry.mtime_ns,
-        type=R.infer_type(entry.name),
+        type=_TYPE_OF_EXT.get(ext) or R.infer_type(entry.name),
         is_trash=False,
         trash_path=None,
         deleted_at=None,
         indexed_at=R.now_iso(),
     )
-    set_field(rec, "path", entry.path)
-    set_field(rec, "original_path", entry.path)
-    set_field(rec, "name", entry.name)
+    if old is None and entry.path.isascii() and entry.name.isascii():
+        # the common case, without set_field's pops and UTF-8 checks
+        rec["path"] = rec["original_path"] = entry.path.decode("ascii")
+        rec["name"] = entry.name.decode("ascii")
+    else:
+        set_field(rec, "path", entry.path)
+        set_field(rec, "original_path", entry.path)
+        set_field(rec, "name", entry.name)
     if root is not None or "root" not in rec:
         set_field(rec, "root", root)
     return rec
+
+
+_TYPE_OF_EXT: dict[str, str] = {
+    **dict.fromkeys(R.AUDIO_EXTS, "audio"), **dict.fromkeys(R.VIDEO_EXTS, "video"),
+    **dict.fromkeys(R.IMAGE_EXTS, "image")}
+"""infer_type as one lookup (same precedence: image, then video, then audio)."""
 
 
 class Ingest:
@@ -141,12 +176,15 @@ class Ingest:
         deleted one within the same ctime second (same triplet, other size or mtime).
         """
         ctime_s = entry.ctime_ns // 1_000_000_000
-        uuid = self.store.uuid_by_fid(txn, fs_uuid, entry.ino, ctime_s)
-        if uuid is not None:
-            found = self._claim(txn, entry, fs_uuid, ctime_s, uuid)
-            if found is not None:
-                return found
-        for uuid in self.store.uuids_by_inode(txn, fs_uuid, entry.ino):
+        fids = self.store.fids_by_inode(txn, fs_uuid, entry.ino)
+        exact = K.fid_key(fs_uuid, entry.ino, ctime_s)
+        for key, uuid in fids:
+            if key == exact:
+                found = self._claim(txn, entry, fs_uuid, ctime_s, uuid)
+                if found is not None:
+                    return found
+                break
+        for _key, uuid in fids:
             rec = self.store.get(txn, uuid)
             if (
                 rec is not None
@@ -231,7 +269,7 @@ class Ingest:
             outcome = "updated"
         w.put(new, old)
         extra = {"from": display(get_field(old, "path"))} if outcome == "moved" and old else None
-        self.audit.append(txn, path=entry.path, status="ok", op=outcome, uuid=uuid, extra=extra)
+        self.audit.later(w, path=entry.path, status="ok", op=outcome, uuid=uuid, extra=extra)
         return outcome, displaced
 
     def remove_if_gone(self, w: RecordWriter, uuid: str, path: bytes,
@@ -245,7 +283,7 @@ class Ingest:
         if not _gone(rec) and not (excluded is not None and excluded(path)):
             return False
         w.delete(rec)
-        self.audit.append(w.txn, path=path, status="ok", op="removed", uuid=uuid)
+        self.audit.later(w, path=path, status="ok", op="removed", uuid=uuid)
         return True
 
 
@@ -379,6 +417,7 @@ class Scanner:
         batch: list[FileEntry | KeepPrefix] = []
         deadline = time.monotonic() + BATCH_SECONDS
         keep: list[bytes] = []
+        deferred: list[FileEntry] = []  # new files at a path held by a record (_displaces)
         interrupted = False
 
         def flush(hi: bytes | None) -> None:
@@ -388,7 +427,8 @@ class Scanner:
             result = self.env.write(
                 lambda txn: self._apply_batch(txn, root, prefix, batch, lo, hi, keep)
             )
-            stats, cands, lstored = result
+            stats, cands, lstored, held = result
+            deferred.extend(held)
             for key_name in ("added", "updated", "moved", "unchanged"):
                 setattr(summary, key_name, getattr(summary, key_name) + stats[key_name])
             candidates.extend(cands)
@@ -396,23 +436,28 @@ class Scanner:
             lo = hi
             batch.clear()
             crashpoints.hit("scan.batch_committed")
+            self.env.release_pages()  # keep RSS flat: the batch's pages are not needed again
 
+        stopped = self.stop.is_set
+        seen = 0
         for item in walker:
-            if self.stop.is_set():
+            if stopped():
                 interrupted = True
                 break
-            if isinstance(item, Warning_):
+            kind = type(item)
+            if kind is Warning_:
                 summary.errors += 1
                 if len(summary.warnings) < MAX_WARNINGS_KEPT:
                     summary.warnings.append((item.path, item.message))
                 continue
-            if isinstance(item, FileEntry) and len(item.path) > K.PATH_KEY_MAX:
+            if kind is FileEntry and len(item.path) > K.PATH_KEY_MAX:
                 long_seen.add(item.path)
             batch.append(item)
+            seen += 1
             if len(batch) >= self.batch_files or time.monotonic() > deadline:
                 flush(self._batch_hi(batch))
                 deadline = time.monotonic() + BATCH_SECONDS
-            if not walker.counters.files & 127:
+            if not seen & 127:
                 self.progress.update(
                     {"phase": "scan", "files": walker.counters.files,
                      "current": walker.counters.current_dir, "added": summary.added}
@@ -422,6 +467,7 @@ class Scanner:
             summary.interrupted = True
         else:
             flush(None)  # to the end of the root's keys
+            candidates.extend(self._apply_deferred(root, deferred, summary))
             for uuid, path in long_stored:
                 if path not in long_seen:
                     candidates.append((uuid, path))
@@ -448,8 +494,10 @@ class Scanner:
         lo: bytes | None,
         hi: bytes | None,
         keep: list[bytes],
-    ) -> tuple[dict[str, int], list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    ) -> tuple[dict[str, int], list[tuple[str, bytes]], list[tuple[str, bytes]],
+               list[FileEntry]]:
         """One write transaction: the walk items of `batch` against stored keys in (lo, hi].
+        Returns (outcome counts, removal candidates, long stored keys, deferred entries).
 
         Re-runnable (Env.write may call it again after growing the map): all effects are in
         `txn` or in the returned values; `keep` only ever gains prefixes already implied.
@@ -458,14 +506,19 @@ class Scanner:
         cands: list[tuple[str, bytes]] = []
         long_stored: list[tuple[str, bytes]] = []
         w = self.store.writer(txn)
+        release = self._release_pages
+        w.between_chunks = release
         stored = self._stored_keys(txn, prefix, lo, hi)
         pos = 0
+        deferred: list[FileEntry] = []
+        done = 0
 
         def drain_until(key: bytes | None) -> None:
             """Stored keys before `key` (all, when None) were not seen by the walk."""
             nonlocal pos
             while pos < len(stored) and (key is None or stored[pos][0] < key):
-                skey, pv = stored[pos]
+                skey, raw = stored[pos]
+                pv = K.PathValue.unpack(raw)
                 pos += 1
                 spath = skey[len(K.P_PATH):]
                 if pv.flags & K.FLAG_TRASH or any(spath.startswith(p) for p in keep):
@@ -475,6 +528,8 @@ class Scanner:
                     continue
                 cands.append((pv.uuid, spath))
 
+        claims = self.ingest.sidecars.claims if self.ingest.sidecars is not None else None
+        pack_stamp = K.pack_stamp
         for item in batch:
             if isinstance(item, KeepPrefix):
                 drain_until(K.path_key(item.prefix))
@@ -484,16 +539,38 @@ class Scanner:
             if len(item.path) > K.PATH_KEY_MAX:
                 current = self.store.path_value(txn, item.path)
             else:
-                key = K.path_key(item.path)
-                drain_until(key)
+                key = K.P_PATH + item.path
+                if pos < len(stored) and stored[pos][0] < key:
+                    drain_until(key)
                 current = None
                 if pos < len(stored) and stored[pos][0] == key:
-                    current = stored[pos][1]
+                    raw = stored[pos][1]
                     pos += 1
+                    # The unchanged file (the bulk of a rescan): its stamp bytes, not trashed.
+                    if raw[K.UUID_LEN:] == pack_stamp(item.ino, item.size, item.mtime_ns,
+                                                      item.ctime_ns, 0) and (
+                            claims is None or not claims(item.name)):
+                        stats["unchanged"] += 1
+                        continue
+                    current = K.PathValue.unpack(raw)
+            if current is None or not _same_stamp(current, item):
+                fresh = _relook(item)  # another writer may have recorded a newer look
+                if fresh is None:  # gone since the walk: a removal candidate, not a record
+                    if current is not None and not current.flags & K.FLAG_TRASH:
+                        cands.append((current.uuid, item.path))
+                    continue
+                item = fresh
+            if current is not None and (claims is None or not claims(item.name)) and (
+                    self._displaces(txn, item, current)):
+                deferred.append(item)
+                continue
             outcome, displaced = self.ingest.apply(w, item, current, root)
             stats[outcome] += 1
             if displaced is not None:
                 cands.append((displaced["uuid"], get_field(displaced, "path") or b""))
+            done += 1
+            if not done % RELEASE_EVERY:
+                release()
         drain_until(None)
         # Long stored keys: resolve their real paths from the records.
         resolved = []
@@ -502,13 +579,64 @@ class Scanner:
             if rec is not None:
                 resolved.append((uuid, get_field(rec, "path") or b""))
         w.finish()
-        return stats, cands, resolved
+        return stats, cands, resolved, deferred
+
+    def _release_pages(self) -> None:
+        """Inside a batch: drop mapped pages only (malloc_trim waits for the commit)."""
+        self.env.release_pages(trim=False)
+
+    def _displaces(self, txn: lmdb.Transaction, entry: FileEntry, current: K.PathValue
+                   ) -> bool:
+        """True when another inode now sits at a path whose record is for a different file.
+        That record may have moved further on in this walk: writing the newcomer now would
+        leave two records claiming the path if the scan stopped before reaching it, so the
+        newcomer waits for the end of an uninterrupted walk (`_apply_deferred`)."""
+        at_path = self.store.get(txn, current.uuid)
+        if at_path is None:
+            return False
+        return not (at_path.get("ino") == entry.ino
+                    and at_path.get("fs_uuid") == self.resolver.fs_uuid(entry.path, entry.dev))
+
+    def _apply_deferred(self, root: bytes, deferred: list[FileEntry], summary: ScanSummary
+                        ) -> list[tuple[str, bytes]]:
+        """Write the files `_displaces` held back, after the walk: a record that moved away
+        from their path has been moved by now. Returns removal candidates."""
+        cands: list[tuple[str, bytes]] = []
+        for start in range(0, len(deferred), self.batch_files):
+            chunk = deferred[start:start + self.batch_files]
+
+            def fn(txn: lmdb.Transaction, chunk: list[FileEntry] = chunk
+                   ) -> tuple[dict[str, int], list[tuple[str, bytes]]]:
+                stats = dict.fromkeys(("added", "updated", "moved", "unchanged"), 0)
+                out: list[tuple[str, bytes]] = []
+                w = self.store.writer(txn)
+                for entry in chunk:
+                    current = self.store.path_value(txn, entry.path)
+                    fresh = _relook(entry)
+                    if fresh is None:
+                        if current is not None and not current.flags & K.FLAG_TRASH:
+                            out.append((current.uuid, entry.path))
+                        continue
+                    outcome, displaced = self.ingest.apply(w, fresh, current, root)
+                    stats[outcome] += 1
+                    if displaced is not None:
+                        out.append((displaced["uuid"], get_field(displaced, "path") or b""))
+                w.finish()
+                return stats, out
+
+            stats, out = self.env.write(fn)
+            for key_name, value in stats.items():
+                setattr(summary, key_name, getattr(summary, key_name) + value)
+            cands.extend(out)
+            self.env.release_pages()
+        return cands
 
     @staticmethod
     def _stored_keys(txn: lmdb.Transaction, prefix: bytes, lo: bytes | None, hi: bytes | None
-                     ) -> list[tuple[bytes, K.PathValue]]:
-        """Stored path keys under `prefix` in (lo, hi], hi=None meaning to the end."""
-        out: list[tuple[bytes, K.PathValue]] = []
+                     ) -> list[tuple[bytes, bytes]]:
+        """Stored path keys under `prefix` in (lo, hi] and their raw PathValues, hi=None
+        meaning to the end."""
+        out: list[tuple[bytes, bytes]] = []
         cur = txn.cursor()
         if not cur.set_range(lo if lo is not None else prefix):
             return out
@@ -517,7 +645,7 @@ class Scanner:
                 break
             if lo is not None and key <= lo:
                 continue
-            out.append((key, K.PathValue.unpack(value)))
+            out.append((key, value))
         return out
 
     def _displaced_under(self, root: bytes) -> list[tuple[str, bytes]]:
@@ -567,6 +695,24 @@ def stored_under(txn: lmdb.Transaction, store: RecordStore, prefix: bytes
     return out
 
 
+def _through_symlink(path: bytes) -> bool:
+    """True when a folder on the way to `path` is a symlink (or `..` leads elsewhere)."""
+    parent = os.path.dirname(path)
+    return os.path.realpath(parent) != parent
+
+
+def _looks_unmounted(env: Env, resolver: FsUuidResolver, root: bytes) -> bool:
+    """The root is missing, or on another file system than when it was scanned: its volume
+    is not mounted (the mount point left behind), as Scanner._offline_reason judges it."""
+    st = _lstat(root)
+    if st is None:
+        return True
+    with env.read() as txn:
+        raw = txn.get(K.P_ROOT + root)
+    stored = orjson.loads(raw).get("fs_uuid") if raw else None
+    return stored is not None and resolver.fs_uuid(root, st.st_dev) != stored
+
+
 def upsert_paths(env: Env, ingest: Ingest, paths: Iterable[bytes], rules: WalkRules | None = None,
                  *, roots: Iterable[bytes] = (), outcomes: list[tuple[bytes, str]] | None = None
                  ) -> dict[str, int]:
@@ -589,10 +735,17 @@ def upsert_paths(env: Env, ingest: Ingest, paths: Iterable[bytes], rules: WalkRu
     entries: dict[bytes, FileEntry] = {}
     gone: list[bytes] = []
     walked: list[tuple[bytes, set[bytes], list[bytes]]] = []  # (dir prefix, seen, keep prefixes)
+    unmounted: dict[bytes, bool] = {}
     for raw in paths:
         path = os.path.abspath(raw)
         st = _lstat(path)
+        if st is not None and _through_symlink(path):
+            st = None  # reached through a symlinked folder: never followed, as in the walk
         root = _root_for(path, roots)
+        if root is not None and root not in unmounted:
+            unmounted[root] = _looks_unmounted(env, ingest.resolver, root)
+        if root is not None and unmounted[root]:
+            continue  # records under an unmounted volume are kept; only a scan may judge
         scope = Walker(root, rules) if root is not None else None
         if scope is not None and st is not None and scope.excludes(
                 path, is_dir=stat.S_ISDIR(st.st_mode)):

@@ -315,7 +315,26 @@ class TrashOps:
                         os.close(slot_fd)
             except OSError as exc:
                 raise _fs_error(exc, src) from exc
-            return self._commit(intent, done)
+            try:
+                return self._commit(intent, done)
+            except StorageError:  # e.g. the data dir is full: put the file back
+                self._undo_move(vol, [TRASH_DIR, slot, name], parts, uuid)
+                raise
+
+    def _undo_move(self, vol: bytes, moved: list[bytes], back: list[bytes], uuid: str) -> None:
+        """The record change after a move failed: move the file back and drop the intent.
+        Whatever of this fails too is left to `recover()`, which judges by the file system
+        (the file back at its source means the intent is rolled back)."""
+        try:
+            with open_dirs(vol, moved[:-1]) as from_fd, open_dirs(vol, back[:-1]) as to_fd:
+                rename_noreplace(from_fd, moved[-1], to_fd, back[-1])
+        except OSError:
+            return
+        try:
+            self._drop_intent(uuid)
+        except StorageError:
+            pass
+        self._cleanup_slot(_join(vol, moved if moved[0] == TRASH_DIR else back))
 
     def restore(self, uuid: str) -> Record:
         with self._locked():
@@ -344,7 +363,12 @@ class TrashOps:
                                     "`kvmedia delete` to drop the record", path=tpath) from exc
             except OSError as exc:
                 raise _fs_error(exc, orig) from exc
-            new = self._commit(intent, done)
+            try:
+                new = self._commit(intent, done)
+            except StorageError:  # e.g. the data dir is full: back into the trash slot
+                dst = get_field(intent, "dst") or b""
+                self._undo_move(vol, components(dst, vol), [TRASH_DIR, slot, name], uuid)
+                raise
             self._remove_slot(vol, slot)
             return new
 

@@ -34,9 +34,10 @@ NOMEDIA = b".nomedia"
 IGNORE_FILE = b".kvmediaignore"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class FileEntry:
-    """A regular file seen by the walk."""
+    """A regular file seen by the walk. Treat as immutable (`dataclasses.replace` for a new
+    look); not frozen only because a frozen __init__ costs 4x more per file."""
 
     path: bytes
     name: bytes
@@ -181,27 +182,31 @@ class Walker:
         return False
 
     def __iter__(self) -> Iterator[WalkItem]:
-        yield from self._walk_dir(self.root, self._root_specs)
+        return self._walk_dir(self.root, self._root_specs)
 
     def _walk_dir(self, top: bytes, inherited: list[tuple[bytes, pathspec.PathSpec]]
                   ) -> Iterator[WalkItem]:
-        """Depth-first with an explicit stack: depth 1000 must not hit the recursion limit."""
-        # _dir_items yields walk items, or ("descend", path, specs) to enter a subdirectory
-        stack: list[Iterator[object]] = [self._dir_items(top, inherited)]
+        """Depth-first with an explicit stack: depth 1000 must not hit the recursion limit.
+        Each directory is listed at once (`_dir_items`, reversed so pop() gives key order):
+        one generator between the caller and the files, not one per directory level."""
+        stack: list[list[object]] = [self._dir_items(top, inherited)[::-1]]
         while stack:
-            try:
-                item = next(stack[-1])
-            except StopIteration:
+            items = stack[-1]
+            if not items:
                 stack.pop()
                 continue
-            if isinstance(item, tuple):
+            item = items.pop()
+            if type(item) is tuple:  # ("descend", path, specs)
                 _, path, specs = item
-                stack.append(self._dir_items(path, specs))
+                stack.append(self._dir_items(path, specs)[::-1])
             else:
                 yield item  # type: ignore[misc]
 
     def _dir_items(self, path: bytes, inherited: list[tuple[bytes, pathspec.PathSpec]]
-                   ) -> Iterator[object]:
+                   ) -> list[object]:
+        """The walk items of one directory in key order, with ("descend", path, specs) where
+        a subdirectory's items go."""
+        out: list[object] = []
         counters = self.counters
         counters.dirs += 1
         counters.current_dir = path
@@ -210,25 +215,25 @@ class Walker:
             with os.scandir(path) as it:
                 entries = list(it)
         except FileNotFoundError:
-            yield KeepPrefix(prefix, "directory vanished during the scan")
-            return
+            return [KeepPrefix(prefix, "directory vanished during the scan")]
         except OSError as exc:
-            yield Warning_(path, f"cannot read directory: {exc.strerror or exc}")
-            yield KeepPrefix(prefix, "unreadable directory")
-            return
+            return [Warning_(path, f"cannot read directory: {exc.strerror or exc}"),
+                    KeepPrefix(prefix, "unreadable directory")]
         names = {e.name for e in entries}
         if NOMEDIA in names:
             counters.ignored += 1
-            return
+            return out
         specs = inherited
         if IGNORE_FILE in names:
             spec = _read_ignore(prefix + IGNORE_FILE)
             if spec is not None:
                 specs = [*inherited, (prefix, spec)]
         keyed: list[tuple[bytes, os.DirEntry[bytes], bool]] = []
+        skip_hidden = self.rules.skip_hidden
+        allows_file = self.rules.allows_file if self.rules.include else None
         for entry in entries:
             name = entry.name
-            if (self.rules.skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
+            if (skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
                 counters.ignored += 1
                 continue
             try:
@@ -246,16 +251,15 @@ class Walker:
                 if specs and self._ignored(specs, full, True):
                     counters.ignored += 1
                     continue
-                yield ("descend", full, specs)
-                counters.current_dir = path
+                out.append(("descend", full, specs))
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished between readdir and stat: simply not there any more
             except OSError as exc:
-                yield Warning_(full, f"cannot stat: {exc.strerror or exc}")
-                yield KeepPrefix(full, "unstattable file")
+                out.append(Warning_(full, f"cannot stat: {exc.strerror or exc}"))
+                out.append(KeepPrefix(full, "unstattable file"))
                 continue
             mode = st.st_mode
             if not stat.S_ISREG(mode):
@@ -263,12 +267,15 @@ class Walker:
                     counters.symlinks += 1
                 elif not stat.S_ISDIR(mode):
                     counters.special += 1
-                    yield Warning_(full, "not a regular file (FIFO, socket or device): skipped")
+                    out.append(Warning_(full,
+                                        "not a regular file (FIFO, socket or device): skipped"))
                 continue
-            if not self.rules.allows_file(full) or (specs and self._ignored(specs, full, False)):
+            if (allows_file is not None and not allows_file(full)) or (
+                    specs and self._ignored(specs, full, False)):
                 counters.ignored += 1
                 continue
             counters.files += 1
-            yield FileEntry(
+            out.append(FileEntry(
                 full, entry.name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-            )
+            ))
+        return out

@@ -215,6 +215,12 @@ def nobody_tree() -> Iterator[Path]:
     """A tree and data dir owned by uid 65534, for scans that root could not be stopped in."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a scan as another user")
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", "import lmdb, numpy, orjson"],
+                           capture_output=True, timeout=60, cwd="/")
+    if probe.returncode != 0:  # e.g. the interpreter's packages sit under a 0700 /root
+        pytest.skip("uid 65534 cannot import this interpreter's packages: "
+                    + probe.stderr.decode(errors="replace").strip().splitlines()[-1])
     base = Path(tempfile.mkdtemp(prefix="kvm-nobody-"))
     os.chmod(base, 0o755)
     try:
@@ -514,3 +520,86 @@ def test_upsert_paths_applies_the_rules_of_parent_directories(lib: Library, tree
     assert pushed == {"seed.jpg", "a.jpg", "g.jpg"}
     lib.scan([tree])
     assert {r["name"] for r in lib.list_media()} == pushed, "a full scan agrees"
+
+
+def test_a_sidecar_earlier_in_the_same_batch_reaches_its_media_file(tmp_path: Path) -> None:
+    """The pipeline listener answers "nothing to derive" for a new file from a per-folder
+    cache; a sidecar ingested earlier in the same transaction must invalidate it. Walk order
+    here: 0.mp3 (fills the cache), IMG_1.xmp (sidecar), IMG_1.zip (its media file)."""
+    from tests.test_pipeline_sidecars import xmp
+
+    vol = tmp_path / "vol"
+    write(vol / "0.mp3")
+    write(vol / "IMG_1.xmp", xmp("4", ("Beach",)))
+    write(vol / "IMG_1.zip")
+    with Library.open(tmp_path / "data") as lib:
+        lib.scan([vol])
+        rec = lib.find_by_path(os.fsencode(vol / "IMG_1.zip"))
+        assert rec is not None and rec.get("rating") == 4
+        assert rec.get("user_tags") == ["Beach"]
+        assert lib.find_by_path(os.fsencode(vol / "0.mp3")).get("rating") is None
+
+
+def test_one_batch_writes_one_feed_and_audit_entry_per_file_in_walk_order(
+        tmp_path: Path) -> None:
+    """Feed and audit entries of a batch are appended together at its end: consecutive seqs,
+    walk (path) order, one per file, nothing lost between batches."""
+    vol = tmp_path / "vol"
+    names = [f"f{i:03d}.jpg" for i in range(25)]
+    for name in names:
+        write(vol / name)
+    with Library.open(tmp_path / "data") as lib:
+        from kvmedia.scan import Scanner
+
+        scanner = Scanner(lib.env, lib.store, lib.audit, batch_files=7)
+        summary = scanner.scan(os.fsencode(vol))
+        assert summary.added == 25
+        feed = lib.events(0).entries
+        assert [e["seq"] for e in feed] == list(range(1, 26))
+        assert [os.path.basename(get_field(e, "path")) for e in feed] == [
+            n.encode() for n in names]
+        with lib.env.read() as txn:
+            audit = AuditLog.tail(txn, 100)
+        per_file = [e for e in audit if e["op"] == "added"]
+        assert [os.path.basename(get_field(e, "path")) for e in per_file] == [
+            n.encode() for n in names]
+        seqs = [e["seq"] for e in audit]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+class _StopAfter(threading.Event):
+    """Reports itself set after `n` checks: the scan checks once per walk item."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0 or super().is_set()
+
+
+def test_new_file_at_a_moved_files_path_survives_an_interrupted_scan(tmp_path: Path) -> None:
+    """a.jpg moved into a/ and a new a.jpg created: a scan stopped right after a.jpg (before
+    it reaches a/a.jpg) must not leave two records claiming a.jpg; the next scan moves the
+    old record (same uuid) and adds the new file."""
+    vol = tmp_path / "vol"
+    write(vol / "a.jpg", b"old")
+    (vol / "a").mkdir()
+    with Library.open(tmp_path / "data") as lib:
+        lib.scan([vol])
+        old_uuid = lib.find_by_path(os.fsencode(vol / "a.jpg"))["uuid"]
+        os.rename(vol / "a.jpg", vol / "a" / "a.jpg")
+        write(vol / "a.jpg", b"newer")
+        (summary,) = lib.scan([vol], stop=_StopAfter(1))
+        assert summary.interrupted and summary.removed == 0
+        paths = [get_field(r, "path") for r in lib.list_media()]
+        assert len(paths) == len(set(paths)), "two records for one path"
+        assert lib.count() == 1  # the old record is kept, nothing lost
+        (summary,) = lib.scan([vol])
+        assert (summary.added, summary.moved, summary.removed) == (1, 1, 0)
+        moved = lib.find_by_path(os.fsencode(vol / "a" / "a.jpg"))
+        assert moved is not None and moved["uuid"] == old_uuid
+        new = lib.find_by_path(os.fsencode(vol / "a.jpg"))
+        assert new is not None and new["uuid"] != old_uuid and new["size"] == 5
+        assert lib.count() == 2

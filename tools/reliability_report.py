@@ -31,21 +31,22 @@ GROUPS = {
     "hostile": "Hostile input (queries, file names)",
     "security": "Security (path traversal, planted symlinks)",
     "concurrency": "Concurrency (reader processes during scans, merges, rebuilds; killed readers)",
+    "watcher": "Watcher (inotify queue overflow, watch limit used up, file moves, slow writes)",
+    "resources": "Resources (disk full on a small tmpfs / RLIMIT_FSIZE: scan, merge, trash, "
+                 "state)",
+    "fsinputs": "File system inputs (links, churn, special files, hardlinks, sparse, names, "
+                "wide dirs, unmounted volume)",
+    "trash": "Trash edge cases (taken paths, cross-filesystem, same names, swapped copies, "
+             "symlinked folders)",
 }
 NOT_COVERED = [
-    "Concurrency at scale: a 100k-file scan with the watcher running, map growth under "
-    "readers, `kvmedia scan` while the watcher writes (the suite uses small trees).",
-    "Resources: disk full (RLIMIT_FSIZE / small tmpfs) during scan, merge, trash, state write.",
-    "File system inputs: symlink loops and links out of the volume, unreadable dirs, files "
-    "vanishing mid-scan, FIFOs/devices, sparse files, NFC/NFD twins, 1,000,000-entry "
-    "directory, unmounted volume (partly in tests/test_walk.py and tests/test_scan.py).",
-    "Watcher: inotify overflow and watch-limit exhaustion (tests/test_watch.py covers parts).",
-    "Trash edge cases: cross-filesystem trash, 100 same-name files, swapped trash symlinks "
-    "(tests/test_trash.py covers parts).",
+    "File system inputs: a volume unmounted while another tmpfs with the same source name "
+    "is mounted at its point gets the same derived fs_uuid (identity.FsUuidResolver), so it "
+    "is not seen as another file system.",
+    "Disk full during a permanent delete: the file is unlinked before the record commit, so "
+    "the intent stays until the next open with free space settles it (trash.recover).",
     "Share tokens: covered by tests/test_shareid.py (bit flips, truncation, extension, swap "
     "between libraries, key rotation), not repeated here.",
-    "Model test: the state machine (test_model.py) closes and reopens the library but does "
-    "not SIGKILL it, and has no offline-volume step.",
     "Serve API: path traversal through HTTP routes (tests/test_serve_*.py cover their own).",
     "Search results between a killed scan and the next complete scan: a record displaced by a "
     "file renamed over its path still shows under that path (scan.P_DISPLACED; the next "

@@ -34,15 +34,18 @@ def delta_key(uuid: str) -> bytes:
 
 
 class DeltaWriter:
-    """The record-store listener: one `sidx:d:` put per record change, nothing else."""
+    """The record-store listener: one `sidx:d:` put per record change, nothing else. Nothing
+    reads the delta inside a write transaction, so the put waits for the writer's finish()
+    (sorted with the other deferred keys)."""
 
     def __call__(self, writer: Any, old: dict[str, Any] | None, new: dict[str, Any] | None
                  ) -> None:
+        put = getattr(writer, "put_later", None) or writer.txn.put
         if new is None:
             if old is not None:
-                writer.txn.put(delta_key(old["uuid"]), b"")
+                put(delta_key(old["uuid"]), b"")
             return
-        writer.txn.put(delta_key(new["uuid"]), doc_from_record(new).pack())
+        put(delta_key(new["uuid"]), doc_from_record(new).pack())
 
 
 def read_gen(txn: lmdb.Transaction) -> int | None:

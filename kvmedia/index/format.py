@@ -39,7 +39,7 @@ import numpy as np
 import xxhash
 
 from ..errors import DamagedError
-from ..safefs import create_private
+from ..safefs import create_private, fsync_dir
 
 MAGIC = b"KVMSEG01"
 END_MAGIC = b"KVMSEGND"
@@ -97,14 +97,6 @@ DTYPES = {0: np.uint8, 1: np.uint16, 2: np.uint32, 3: np.uint64, 4: np.int64, 5:
 _DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SegmentWriter:
     """Collects sections, then writes the file. Call order: `add()` once per section id, then
     `finish(path)` exactly once. Arrays are written in their dtype (little-endian)."""
@@ -151,7 +143,7 @@ class SegmentWriter:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path) or ".")
+        fsync_dir(os.path.dirname(path) or ".")
         return size
 
 

@@ -26,14 +26,16 @@ import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
 import orjson
 import xxhash
 
 from ..errors import BusyError, DamagedError, StorageError
-from ..safefs import create_private
-from .format import _fsync_dir
+from ..safefs import create_private, fsync_dir
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DIR_NAME = "searchidx_media"
 MANIFEST = "MANIFEST"
@@ -98,10 +100,12 @@ def write_manifest(index_dir: str, manifest: Manifest) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, os.path.join(index_dir, MANIFEST))
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
 
 
 def write_dead(path: str, dead: np.ndarray) -> int:
+    import numpy as np
+
     """Write a deleted-doc bitmap (bool array); returns its xxh3_64."""
     raw = np.packbits(dead.astype(bool)).tobytes()
     tmp = path + ".tmp"
@@ -114,6 +118,8 @@ def write_dead(path: str, dead: np.ndarray) -> int:
 
 
 def read_dead(path: str, n_docs: int, expect_xxh3: int | None) -> np.ndarray:
+    import numpy as np
+
     with open(path, "rb") as fh:
         raw = fh.read()
     if len(raw) != (n_docs + 7) // 8 or xxhash.xxh3_64_intdigest(raw) != expect_xxh3:

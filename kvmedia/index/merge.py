@@ -16,6 +16,7 @@ and the delta still shadows what it already holds (same answers). Crash points (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import lmdb
 import numpy as np
 
 from .. import crashpoints
-from ..errors import DamagedError
+from ..errors import DamagedError, StorageError
 from ..store.env import Env
 from ..store.recordstore import RecordStore
 from . import manifest as M
@@ -33,14 +34,12 @@ from .builder import build_segment
 from .delta import K_GEN, delta_key, iter_delta, read_gen
 from .docs import DocRow, doc_from_record
 from .segment import Segment
+from .status import DAMAGED_MARK, MERGE_DELTA_DOCS
+from .status import needs_rebuild as _needs_rebuild
 
-MERGE_DELTA_DOCS = 5000
-"""Delta entries after which a writer folds the delta into a segment (searches evaluate the
-delta row by row, so it must stay small)."""
 SMALL_SEGMENT_DOCS = 50_000
 """Segments with fewer live docs than this (or than the delta) are rewritten by a merge."""
 MAX_SEGMENTS = 6
-DAMAGED_MARK = "DAMAGED"
 
 
 @dataclass
@@ -74,21 +73,7 @@ class IndexMaintainer:
 
     def needs_rebuild(self) -> bool:
         """Cheap check (no checksums): missing index, damage mark, missing files."""
-        if os.path.exists(os.path.join(self.index_dir, DAMAGED_MARK)):
-            return True
-        with self.env.read() as txn:
-            gen = read_gen(txn)
-        if gen is None:
-            return _has_records(self.env)
-        try:
-            man = M.read_manifest(self.index_dir)
-        except DamagedError:
-            return True
-        if man is None:
-            return gen > 0
-        if man.gen < gen:
-            return True
-        return any(not os.path.exists(os.path.join(self.index_dir, f)) for f in man.files())
+        return _needs_rebuild(self.env, self.index_dir)
 
     def init_empty(self) -> None:
         """A library with no records gets generation 0 (see delta.init_gen)."""
@@ -138,12 +123,19 @@ class IndexMaintainer:
                     rows, keep = self._fold(txn, man, snapshot, optimize)
             new_gen = max(man.gen, self._lmdb_gen()) + 1
             entries = list(keep)
-            if rows:
-                name = f"seg-{new_gen:06d}.kvs"
-                size = build_segment(rows, os.path.join(self.index_dir, name), crashpoints.hit)
-                entries.append(M.SegmentEntry(name, len(rows), size))
-            crashpoints.hit("merge.segment_written")
-            M.write_manifest(self.index_dir, M.Manifest(new_gen, entries))
+            try:
+                if rows:
+                    name = f"seg-{new_gen:06d}.kvs"
+                    size = build_segment(rows, os.path.join(self.index_dir, name),
+                                         crashpoints.hit)
+                    entries.append(M.SegmentEntry(name, len(rows), size))
+                crashpoints.hit("merge.segment_written")
+                M.write_manifest(self.index_dir, M.Manifest(new_gen, entries))
+            except OSError as exc:  # disk full, quota, I/O: the old index stays in force
+                self._abandon(new_gen)
+                raise StorageError(f"cannot write the search index in {self.index_dir}: "
+                                   f"{exc.strerror or exc}; free some space and retry",
+                                   path=self.index_dir) from exc
             crashpoints.hit("merge.manifest_written")
             self._trim(snapshot, new_gen)
             crashpoints.hit("merge.delta_trimmed")
@@ -155,6 +147,18 @@ class IndexMaintainer:
             M.remove_unreferenced(self.index_dir, M.Manifest(new_gen, entries))
         return MergeReport("rebuild" if full else "merge", len(rows), len(entries),
                            time.monotonic() - started, new_gen)
+
+    def _abandon(self, gen: int) -> None:
+        """Remove what a failed merge of generation `gen` wrote, unless the manifest on disk
+        already names it (the failure came after the switch)."""
+        try:
+            named = (M.read_manifest(self.index_dir) or M.Manifest()).files()
+        except DamagedError:
+            return
+        for name in (f"seg-{gen:06d}.kvs", f"seg-{gen:06d}.kvs.tmp", M.MANIFEST + ".tmp"):
+            if name not in named:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.index_dir, name))
 
     def _lmdb_gen(self) -> int:
         with self.env.read() as txn:

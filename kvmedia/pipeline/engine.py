@@ -29,10 +29,22 @@ from ..pathbytes import dir_prefix, get_field
 from ..store.env import Env
 from ..store.recordstore import Record, RecordStore, RecordWriter
 from . import deps as D
-from .derive import SIDECAR_FIELDS, apply_fields, derive, gather, has_inputs, owners_by_name
+from .derive import (
+    SIDECAR_FIELDS,
+    STILL_EXTS,
+    VIDEO_EXTS,
+    apply_fields,
+    derive,
+    gather,
+    has_inputs,
+    live_partner,
+    owners_by_name,
+)
 from .sidecars import sidecar_kind, sidecar_stems
 
 BATCH = 64
+_STEMS = "pipeline.stems"  # writer.scratch key: (this, folder) -> folder has stem keys
+_LIVE_EXTS = frozenset(STILL_EXTS) | frozenset(VIDEO_EXTS)
 MAX_DERIVES_PER_RUN = 8
 """A record re-derived this many times in one run is left clean as it is (cycle guard)."""
 
@@ -69,6 +81,8 @@ class AssetPipeline:
                 D.mark_dirty(txn, [node], "dependency deleted", include_sources=False)
                 D.drop_node(txn, node)
             return
+        if old is None and not self._may_have_inputs(writer, new):
+            return  # the common case of a scan: a new file with nothing to derive from
         node = D.record_node(new["uuid"])
         moved = old is not None and (get_field(old, "path") != get_field(new, "path")
                                      or bool(old.get("is_trash")) != bool(new.get("is_trash")))
@@ -83,6 +97,30 @@ class AssetPipeline:
                 D.mark_dirty(txn, [node], "dependency changed", include_sources=False)
 
     @staticmethod
+    def _may_have_inputs(writer: RecordWriter, rec: Record) -> bool:
+        """False only when `has_inputs` is surely False: not a Live-Photo extension and no
+        sidecar stem key anywhere under the record's folder (one cursor look per folder and
+        transaction, cached in the writer; `ingest_sidecar` drops the cached answer)."""
+        path = get_field(rec, "path") or b""
+        parent = path[:path.rfind(b"/") + 1]
+        if len(parent) >= D.STEM_KEY_MAX:
+            return True
+        key = (_STEMS, parent)
+        found = writer.scratch.get(key)
+        if found is None:
+            prefix = D.P_STEM + parent
+            cur = writer.txn.cursor()
+            found = bool(cur.set_range(prefix) and cur.key().startswith(prefix))
+            writer.scratch[key] = found
+        if found:
+            return True
+        name = path[len(parent):]
+        dot = name.rfind(b".")
+        if dot > 0 and name[dot + 1:].decode("ascii", "replace") in _LIVE_EXTS:
+            return live_partner(writer.txn, writer.store, path) is not None
+        return False
+
+    @staticmethod
     def claims(name: bytes) -> bool:
         """Whether a scanned file is a sidecar (kept as a dependency, not as a record)."""
         return sidecar_kind(name) is not None
@@ -93,6 +131,7 @@ class AssetPipeline:
         new or changed. A record left for it by an older version is removed. Returns the
         outcome for the scan's counters: "updated" or "unchanged"."""
         txn = w.txn
+        w.scratch.pop((_STEMS, path[:path.rfind(b"/") + 1]), None)  # may gain a stem key
         if legacy_uuid is not None:
             rec = self.store.get(txn, legacy_uuid)
             if rec is not None and get_field(rec, "path") == path:

@@ -46,13 +46,46 @@ class AuditLog:
             entry.update(extra)
         txn.put(P_AUDIT + b"%016d" % seq, orjson.dumps(entry))
         txn.put(K_NEXT, b"%d" % (seq + 1))
-        drop_below = seq + 1 - self.max_entries
-        if drop_below > 0:
-            cur = txn.cursor()
-            if cur.set_range(P_AUDIT):
-                while cur.key().startswith(P_AUDIT) and int(cur.key()[len(P_AUDIT):]) < drop_below:
-                    if not cur.delete():
-                        break
+        self._trim(txn, seq + 1 - self.max_entries)
+
+    def later(self, writer: Any, *, path: bytes | None, status: str, op: str,
+              error: str | None = None, uuid: str | None = None,
+              extra: dict[str, Any] | None = None) -> None:
+        """Like append(), but the entry is written by `writer.finish()` (same transaction)
+        together with the others of the batch: one seq read and one putmulti per batch."""
+        entry: dict[str, Any] = {"op": op, "status": status}
+        set_field(entry, "path", path)
+        entry["uuid"] = uuid
+        entry["error"] = error
+        if extra:
+            entry.update(extra)
+        writer.scratch.setdefault(self, []).append(entry)
+        writer.at_finish(self, self._flush)
+
+    def _flush(self, writer: Any) -> None:
+        entries = writer.scratch.pop(self, None)
+        if entries:
+            self.append_many(writer.txn, entries)
+
+    def append_many(self, txn: lmdb.Transaction, entries: list[dict[str, Any]]) -> None:
+        """Append `entries` (dicts without seq/at) in order, with one timestamp."""
+        first = int(txn.get(K_NEXT) or b"0")
+        at = now_iso()
+        dumps = orjson.dumps
+        txn.cursor().putmulti([(P_AUDIT + b"%016d" % seq, dumps({"seq": seq, "at": at, **e}))
+                               for seq, e in enumerate(entries, first)])
+        nxt = first + len(entries)
+        txn.put(K_NEXT, b"%d" % nxt)
+        self._trim(txn, nxt - self.max_entries)
+
+    def _trim(self, txn: lmdb.Transaction, drop_below: int) -> None:
+        if drop_below <= 0:
+            return
+        cur = txn.cursor()
+        if cur.set_range(P_AUDIT):
+            while cur.key().startswith(P_AUDIT) and int(cur.key()[len(P_AUDIT):]) < drop_below:
+                if not cur.delete():
+                    break
 
     @staticmethod
     def tail(txn: lmdb.Transaction, limit: int = 50) -> list[dict[str, Any]]:

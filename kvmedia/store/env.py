@@ -8,10 +8,12 @@ leaves this module. Readers use `with env.read() as txn:`.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -26,6 +28,28 @@ DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (256 << 20)
 """Address space reserved up front. LMDB files are sparse: only pages in use take disk."""
 
 MAX_MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1536 << 20)
+
+READER_CHECK_S = 1.0
+"""How often a writer clears lock-table slots of dead readers (see Env._clear_dead_readers)."""
+
+
+_MADV_DONTNEED = 4
+_LIBC: list[ctypes.CDLL | None] = []
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc with madvise and malloc_trim, or None elsewhere."""
+    if not _LIBC:
+        lib = None
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(None, use_errno=True)
+                lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                lib.malloc_trim.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                lib = None
+        _LIBC.append(lib)
+    return _LIBC[0]
 
 
 _OPEN: dict[str, Env] = {}
@@ -56,6 +80,7 @@ class Env:
         size = map_size or (int(env_map) if env_map else DEFAULT_MAP_SIZE)
         self._resize_lock = threading.Condition()
         self._active_readers = 0
+        self._next_reader_check = 0.0
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
             self.env = lmdb.open(
@@ -160,6 +185,7 @@ class Env:
         """Run `fn(txn)` in one write transaction and commit it; grow the map as needed."""
         if self.readonly:
             raise StorageError("the library is open read-only", path=self.path)
+        self._clear_dead_readers()
         while True:
             txn = self._begin(write=True)
             try:
@@ -187,6 +213,20 @@ class Env:
                 txn.abort()
                 raise
 
+    def _clear_dead_readers(self) -> None:
+        """A reader killed inside a read transaction (kill -9, OOM) leaves its slot in the lock
+        table, and its old snapshot pins every page freed since: while any process keeps the
+        environment open (a watcher: for days) no page is reused and the file grows with each
+        write. Clear such slots before writing, at most once every READER_CHECK_S."""
+        now = time.monotonic()
+        if now < self._next_reader_check:
+            return
+        self._next_reader_check = now + READER_CHECK_S
+        try:
+            self.env.reader_check()
+        except lmdb.Error:
+            pass  # only housekeeping: the write itself reports real trouble
+
     def _grow(self) -> None:
         current = self.env.info()["map_size"]
         if current >= MAX_MAP_SIZE:
@@ -198,6 +238,32 @@ class Env:
             while self._active_readers:
                 self._resize_lock.wait()
             self.env.set_mapsize(new_size)
+
+    def release_pages(self, *, trim: bool = True) -> None:
+        """Unmap the pages of data.mdb this process touched and hand freed heap back to the OS.
+
+        A scan reads and writes every leaf page of a large tree once; they stay resident in
+        our mapping (counted in RSS) although nothing needs them again soon. MADV_DONTNEED on
+        LMDB's read-only shared mapping only drops our page-table entries: the data stays in
+        the page cache and is faulted back in when read, also inside an open transaction
+        (dirty pages live in LMDB's heap until commit, not in the map). `trim`: also
+        malloc_trim. Best effort, Linux/glibc only."""
+        libc = _libc()
+        if libc is None:
+            return
+        data = os.path.realpath(os.path.join(self.path, "data.mdb")).encode()
+        try:
+            with open("/proc/self/maps", "rb") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            if not line.endswith(data):
+                continue
+            start, end = (int(x, 16) for x in line.split(b" ", 1)[0].split(b"-"))
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+        if trim:
+            libc.malloc_trim(0)
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import xxhash
 
@@ -68,6 +69,7 @@ def path_from_key(key: bytes) -> bytes | None:
     return None if b"\0" in raw else raw
 
 
+@lru_cache(maxsize=256)
 def fs_hash(fs_uuid: str) -> bytes:
     return xxhash.xxh64_hexdigest(fs_uuid.encode("utf-8")).encode("ascii")
 
@@ -83,6 +85,8 @@ def fid_key(fs_uuid: str, ino: int, ctime_s: int) -> bytes:
 
 def name_sort_key(name: bytes) -> bytes:
     """Case- and normalisation-insensitive name order; invalid UTF-8 bytes kept verbatim."""
+    if name.isascii():  # casefold is lower() and NFC the identity on ASCII
+        return name.lower()[:NAME_KEY_MAX]
     text = name.decode("utf-8", "surrogateescape")
     folded = unicodedata.normalize("NFC", text.casefold())
     return folded.encode("utf-8", "surrogateescape")[:NAME_KEY_MAX]
@@ -205,6 +209,11 @@ class PathValue:
         if len(raw) < UUID_LEN + _STAMP.size:  # a bare uuid (PlainNAS layout): no stamp
             return cls(uuid, 0, 0, 0, 0, 0)
         return cls(uuid, *_STAMP.unpack_from(raw, UUID_LEN))
+
+
+def pack_stamp(ino: int, size: int, mtime_ns: int, ctime_ns: int, flags: int) -> bytes:
+    """The bytes after the uuid in a PathValue (compared as-is by a rescan)."""
+    return _STAMP.pack(ino, size, mtime_ns, ctime_ns, flags)
 
 
 def pack_path_value(uuid: str, ino: int, size: int, mtime_ns: int, ctime_ns: int, flags: int

@@ -4,7 +4,10 @@
 record, its path/fid keys, its twelve type keys (its own type and "all") and the per-type
 stats, and then call every listener registered on the store with (writer, old, new) so the
 search-index delta, change feed and audit log are written in the same transaction. Stats
-deltas are accumulated and written once by `finish()`.
+deltas are accumulated and written once by `finish()`, together with the keys of write-only
+families (`put_later`: type keys, the search delta), sorted into one putmulti, and the
+entries listeners buffered for the batch (`at_finish`: change feed, audit log). Every
+caller calls `finish()` before its commit.
 
 Preconditions: `old` is the record as currently stored (or None for a new one); the caller
 has already resolved identity, so `new["uuid"] == old["uuid"]` when both are given.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any
 
 import lmdb
@@ -23,6 +27,8 @@ from ..pathbytes import get_field
 from . import keys as K
 
 Record = dict[str, Any]
+PUT_CHUNK = 8192
+_first = itemgetter(0)
 Listener = Callable[["RecordWriter", "Record | None", "Record | None"], None]
 
 
@@ -100,6 +106,20 @@ class RecordStore:
         return out
 
     @staticmethod
+    def fids_by_inode(txn: lmdb.Transaction, fs_uuid: str, ino: int) -> list[tuple[bytes, str]]:
+        """(fid key, uuid) of every record of this inode, whatever its ctime: the exact fid
+        lookup and rename detection in one cursor pass."""
+        prefix = K.fid_prefix(fs_uuid, ino)
+        out = []
+        cur = txn.cursor()
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                out.append((key, value.decode("ascii")))
+        return out
+
+    @staticmethod
     def iter_prefix(txn: lmdb.Transaction, prefix: bytes, start: bytes | None = None
                     ) -> Iterator[tuple[bytes, bytes]]:
         cur = txn.cursor()
@@ -125,12 +145,32 @@ class RecordWriter:
     def __init__(self, store: RecordStore, txn: lmdb.Transaction) -> None:
         self.store = store
         self.txn = txn
-        self._stats: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
-        # Type keys are never read inside a write transaction, so their puts/deletes are
-        # buffered (last op per key wins) and applied sorted by finish(): one C-level
-        # putmulti instead of twelve Python calls per record, and page-local inserts.
-        self._type_ops: dict[bytes, bool] = {}
+        self._stats: dict[tuple[str, bool], list[int]] = defaultdict(lambda: [0, 0])
+        # Write-only key families (type keys, the search delta) are never read inside a write
+        # transaction, so their puts/deletes wait here (last op per key wins; None deletes)
+        # and finish() applies them sorted: one C-level putmulti instead of a Python call per
+        # key, and inserts that walk the B-tree in key order.
+        self._later: dict[bytes, bytes | None] = {}
+        # Per-transaction state of listeners (entries to append at finish(), caches) and the
+        # callbacks finish() runs before the deferred keys are written.
+        self.scratch: dict[Any, Any] = {}
+        self._finishers: dict[Any, Callable[[RecordWriter], None]] = {}
         self.changes = 0
+        # Called between chunks of the deferred keys (the scan drops mapped pages there, so
+        # one big batch does not hold every leaf page it touched in RSS).
+        self.between_chunks: Callable[[], None] | None = None
+
+    def put_later(self, key: bytes, value: bytes) -> None:
+        """Put `key` at finish(). Only for keys nothing reads in this transaction before."""
+        self._later[key] = value
+
+    def delete_later(self, key: bytes) -> None:
+        self._later[key] = None
+
+    def at_finish(self, token: Any, fn: Callable[[RecordWriter], None]) -> None:
+        """Run `fn(writer)` once at finish() (per `token`), e.g. to append buffered entries."""
+        if token not in self._finishers:
+            self._finishers[token] = fn
 
     def put(self, new: Record, old: Record | None = None) -> None:
         txn = self.txn
@@ -150,10 +190,10 @@ class RecordWriter:
         fid = record_fid_key(new)
         if fid is not None:
             txn.put(fid, uuid.encode("ascii"))
-        ops = self._type_ops
+        ops = self._later
         for key in new_type_keys:
             if key not in old_type_keys:
-                ops[key] = True
+                ops[key] = b""
         self._count(new, +1)
         self.changes += 1
         for listener in self.store.listeners:
@@ -185,34 +225,48 @@ class RecordWriter:
                 txn.delete(old_fid)
         if new_type_keys is None:
             new_type_keys = set(record_type_keys(keep)) if keep is not None else set()
-        ops = self._type_ops
+        ops = self._later
         for key in old_type_keys if old_type_keys is not None else record_type_keys(old):
             if key not in new_type_keys:
-                ops[key] = False
+                ops[key] = None
 
     def _count(self, rec: Record, sign: int) -> None:
-        trash = bool(rec.get("is_trash"))
-        size = int(rec.get("size") or 0)
-        for media_type in (rec.get("type") or "other", K.ALL):
-            slot = self._stats[K.stats_key(media_type, trash)]
-            slot[0] += sign
-            slot[1] += sign * size
+        """Per (type, trash) deltas; finish() adds them to the type's and "all"'s stats."""
+        slot = self._stats[(rec.get("type") or "other", bool(rec.get("is_trash")))]
+        slot[0] += sign
+        slot[1] += sign * int(rec.get("size") or 0)
 
     def finish(self) -> None:
-        """Apply the buffered type keys and the accumulated stats. Idempotent."""
-        if self._type_ops:
+        """Run the listeners' finish callbacks, then apply the deferred keys and the
+        accumulated stats. Idempotent."""
+        while self._finishers:
+            finishers = list(self._finishers.values())
+            self._finishers.clear()
+            for fn in finishers:
+                fn(self)
+        if self._later:
             txn = self.txn
             puts = []
-            for key, present in self._type_ops.items():
-                if present:
-                    puts.append(key)
-                else:
+            for key, value in self._later.items():
+                if value is None:
                     txn.delete(key)
+                else:
+                    puts.append((key, value))
             if puts:
-                puts.sort()
-                txn.cursor().putmulti([(key, b"") for key in puts])
-            self._type_ops.clear()
-        for key, (dcount, dbytes) in self._stats.items():
+                puts.sort(key=_first)  # bytes compares, not tuple compares
+                cur = txn.cursor()
+                for start in range(0, len(puts), PUT_CHUNK):
+                    if start and self.between_chunks is not None:
+                        self.between_chunks()
+                    cur.putmulti(puts[start:start + PUT_CHUNK])
+            self._later.clear()
+        totals: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+        for (media_type, trash), (dcount, dbytes) in self._stats.items():
+            for name in (media_type, K.ALL):
+                slot = totals[K.stats_key(name, trash)]
+                slot[0] += dcount
+                slot[1] += dbytes
+        for key, (dcount, dbytes) in totals.items():
             if dcount == 0 and dbytes == 0:
                 continue
             count, total = K.unpack_stats(self.txn.get(key))

@@ -176,15 +176,19 @@ class DebounceQueue:
                     item.not_before_s = now + hold
                     continue
                 ready.add(path)
+            held: set[int] = set()  # groups seen with a member not ready: looked at once
             for path in list(self._items):
                 if path not in ready:
                     continue
                 item = self._items[path]
                 members = [path]
                 if item.group:
+                    if item.group in held:
+                        continue  # else a sweep's group of n paths costs n * n per take
                     members = [m for m in self._groups.get(item.group, ())
                                if m in self._items and self._items[m].group == item.group]
                     if not all(m in ready for m in members):
+                        held.add(item.group)
                         continue  # hold the whole group until every member is ready
                     self._groups.pop(item.group, None)
                     members.sort(key=lambda m: not self._items[m].walk)  # walks first

@@ -28,6 +28,7 @@ system partition.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -64,8 +65,14 @@ def write_state(data_dir: str, state: dict[str, Any]) -> None:
     data = orjson.dumps(state, option=orjson.OPT_INDENT_2) + b"\n"
     fd = create_private(tmp)  # never through a symlink planted at the temp name
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a full disk (or RLIMIT_FSIZE) gives short writes before an error
+            view = view[os.write(fd, view):]
         os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # the old state.json stays as it was
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, path)
