@@ -186,64 +186,68 @@ class Walker:
 
     def _walk_dir(self, top: bytes, inherited: list[tuple[bytes, pathspec.PathSpec]]
                   ) -> Iterator[WalkItem]:
-        """Depth-first with an explicit stack: depth 1000 must not hit the recursion limit.
-        Each directory is listed at once (`_dir_items`, reversed so pop() gives key order):
-        one generator between the caller and the files, not one per directory level."""
-        stack: list[list[object]] = [self._dir_items(top, inherited)[::-1]]
+        """Depth-first with an explicit stack of per-directory iterators: depth 1000 must not
+        hit the recursion limit, and a file passes through one generator, not one per level."""
+        stack: list[Iterator[object]] = [self._dir_items(top, inherited)]
         while stack:
-            items = stack[-1]
-            if not items:
+            item = next(stack[-1], None)
+            if item is None:
                 stack.pop()
-                continue
-            item = items.pop()
-            if type(item) is tuple:  # ("descend", path, specs)
+            elif type(item) is tuple:  # ("descend", path, specs)
                 _, path, specs = item
-                stack.append(self._dir_items(path, specs)[::-1])
+                stack.append(self._dir_items(path, specs))
             else:
                 yield item  # type: ignore[misc]
 
     def _dir_items(self, path: bytes, inherited: list[tuple[bytes, pathspec.PathSpec]]
-                   ) -> list[object]:
+                   ) -> Iterator[object]:
         """The walk items of one directory in key order, with ("descend", path, specs) where
-        a subdirectory's items go."""
-        out: list[object] = []
+        a subdirectory's items go. The listing keeps only (key, is_dir) per entry and each
+        file is stat'ed when its turn comes, so a directory of a million entries costs about
+        a hundred bytes an entry, not a DirEntry and a FileEntry each."""
         counters = self.counters
         counters.dirs += 1
         counters.current_dir = path
         prefix = dir_prefix(path)
+        keyed: list[tuple[bytes, bool]] = []
+        skip_hidden = self.rules.skip_hidden
+        nomedia = has_ignore = False
         try:
             with os.scandir(path) as it:
-                entries = list(it)
+                for entry in it:
+                    name = entry.name
+                    if name == NOMEDIA:
+                        nomedia = True
+                    elif name == IGNORE_FILE:
+                        has_ignore = True
+                    if (skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
+                        counters.ignored += 1
+                        continue
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    keyed.append((name + b"/" if is_dir else name, is_dir))
         except FileNotFoundError:
-            return [KeepPrefix(prefix, "directory vanished during the scan")]
+            yield KeepPrefix(prefix, "directory vanished during the scan")
+            return
         except OSError as exc:
-            return [Warning_(path, f"cannot read directory: {exc.strerror or exc}"),
-                    KeepPrefix(prefix, "unreadable directory")]
-        names = {e.name for e in entries}
-        if NOMEDIA in names:
+            yield Warning_(path, f"cannot read directory: {exc.strerror or exc}")
+            yield KeepPrefix(prefix, "unreadable directory")
+            return
+        if nomedia:
             counters.ignored += 1
-            return out
+            return
         specs = inherited
-        if IGNORE_FILE in names:
+        if has_ignore:
             spec = _read_ignore(prefix + IGNORE_FILE)
             if spec is not None:
                 specs = [*inherited, (prefix, spec)]
-        keyed: list[tuple[bytes, os.DirEntry[bytes], bool]] = []
-        skip_hidden = self.rules.skip_hidden
-        allows_file = self.rules.allows_file if self.rules.include else None
-        for entry in entries:
-            name = entry.name
-            if (skip_hidden and name.startswith(b".")) or name in CLUTTER_NAMES:
-                counters.ignored += 1
-                continue
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            keyed.append((name + b"/" if is_dir else name, entry, is_dir))
         keyed.sort(key=lambda t: t[0])
-        for _key, entry, is_dir in keyed:
-            full = prefix + entry.name
+        allows_file = self.rules.allows_file if self.rules.include else None
+        for key, is_dir in keyed:
+            name = key[:-1] if is_dir else key
+            full = prefix + name
             if is_dir:
                 if full in SYSTEM_DIRS or not self.rules.allows_dir(full):
                     counters.ignored += 1
@@ -251,15 +255,15 @@ class Walker:
                 if specs and self._ignored(specs, full, True):
                     counters.ignored += 1
                     continue
-                out.append(("descend", full, specs))
+                yield ("descend", full, specs)
                 continue
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = os.lstat(full)
             except FileNotFoundError:
                 continue  # vanished between readdir and stat: simply not there any more
             except OSError as exc:
-                out.append(Warning_(full, f"cannot stat: {exc.strerror or exc}"))
-                out.append(KeepPrefix(full, "unstattable file"))
+                yield Warning_(full, f"cannot stat: {exc.strerror or exc}")
+                yield KeepPrefix(full, "unstattable file")
                 continue
             mode = st.st_mode
             if not stat.S_ISREG(mode):
@@ -267,15 +271,12 @@ class Walker:
                     counters.symlinks += 1
                 elif not stat.S_ISDIR(mode):
                     counters.special += 1
-                    out.append(Warning_(full,
-                                        "not a regular file (FIFO, socket or device): skipped"))
+                    yield Warning_(full, "not a regular file (FIFO, socket or device): skipped")
                 continue
             if (allows_file is not None and not allows_file(full)) or (
                     specs and self._ignored(specs, full, False)):
                 counters.ignored += 1
                 continue
             counters.files += 1
-            out.append(FileEntry(
-                full, entry.name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-            ))
-        return out
+            yield FileEntry(full, name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+                            st.st_ctime_ns)
