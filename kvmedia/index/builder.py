@@ -7,6 +7,7 @@ sorted once with numpy, so the Python work is one pass over the documents.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,8 +32,8 @@ def _text_section(texts: list[str]) -> tuple[np.ndarray, bytes]:
     return _offsets([len(e) for e in encoded]), b"".join(encoded)
 
 
-def _dictionary(term_ids: dict[str, int], pair_terms: list[int], pair_targets: list[int]
-                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _dictionary(term_ids: dict[str, int], pair_terms: Sequence[int],
+                pair_targets: Sequence[int]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Sorted terms, posting offsets and postings (targets ascending within each term)."""
     terms = sorted(term_ids)
     remap = np.empty(len(term_ids), dtype=np.uint32)
@@ -157,8 +158,9 @@ def build_segment(rows: list[DocRow], path: str,
     w.add(F.DOC_NAMERANK, _name_rank(rows, uuid_raw) if n else np.zeros(0, dtype=np.uint32))
 
     term_ids: dict[str, int] = {}
-    pair_terms: list[int] = []
-    pair_docs: list[int] = []
+    # (term, doc) pairs as packed u32 arrays: ~8 bytes a pair instead of ~70 in int lists
+    pair_terms = array("I")
+    pair_docs = array("I")
     terms_of, decode, term_id = A.terms, A.decode, term_ids.setdefault
     for doc, r in enumerate(rows):
         ts = terms_of(decode(r.name), r.nname)
@@ -169,8 +171,8 @@ def build_segment(rows: list[DocRow], path: str,
                     (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
 
     term_ids = {}
-    pair_terms = []
-    pair_dirs: list[int] = []
+    pair_terms = array("I")
+    pair_dirs = array("I")
     for i, d in enumerate(dirs):
         for t in A.terms(A.decode(d), ndir_of[d]):
             pair_terms.append(term_ids.setdefault(t, len(term_ids)))
