@@ -68,8 +68,14 @@ def combine(n: int, parts: list[tuple[np.ndarray, Tiers]]) -> WordMap:
             dense[docs] = tier
         docs = np.flatnonzero(dense != NO_MATCH)
         return docs, dense[docs]
-    keys = np.concatenate([(d.astype(np.int64) << 4) | t for d, t in parts])
-    keys.sort()
+    return best_tier_per_doc(np.concatenate(
+        [(d.astype(np.int64) << 4) | t for d, t in parts]))
+
+
+def best_tier_per_doc(keys: np.ndarray) -> WordMap:
+    """(doc << 4 | tier) keys, any order and repeats -> docs ascending, each with its lowest
+    tier: one sort, then the first key of each doc."""
+    keys = np.sort(keys)
     docs = keys >> 4
     first = np.empty(len(keys), dtype=bool)
     first[0] = True
@@ -101,14 +107,9 @@ def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, 
             if len(g):
                 dense[gather(d.post_off, d.post, g)] = tier
         return dense
-    keys = np.concatenate([(gather(d.post_off, d.post, g).astype(np.int64) << 4) | tier
-                           for g, tier in groups if len(g)])
-    keys.sort()
-    out = keys >> 4
-    first = np.empty(len(keys), dtype=bool)
-    first[0] = True
-    np.not_equal(out[1:], out[:-1], out=first[1:])
-    return out[first], (keys[first] & 15).astype(np.uint8)
+    return best_tier_per_doc(np.concatenate(
+        [(gather(d.post_off, d.post, g).astype(np.int64) << 4) | tier
+         for g, tier in groups if len(g)]))
 
 
 def sorted_intersect(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

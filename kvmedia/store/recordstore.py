@@ -93,19 +93,6 @@ class RecordStore:
         return raw.decode("ascii") if raw is not None else None
 
     @staticmethod
-    def uuids_by_inode(txn: lmdb.Transaction, fs_uuid: str, ino: int) -> list[str]:
-        """Every uuid recorded for this inode, whatever its ctime (rename detection)."""
-        prefix = K.fid_prefix(fs_uuid, ino)
-        out = []
-        cur = txn.cursor()
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
-                out.append(value.decode("ascii"))
-        return out
-
-    @staticmethod
     def fids_by_inode(txn: lmdb.Transaction, fs_uuid: str, ino: int) -> list[tuple[bytes, str]]:
         """(fid key, uuid) of every record of this inode, whatever its ctime: the exact fid
         lookup and rename detection in one cursor pass."""
