@@ -1,14 +1,17 @@
 """Build one segment file from `DocRow`s (see format.py for the layout it fills).
 
-The only expensive step is analysis (`terms()` per name and per folder); folders are analysed
-once each, however many files they hold. Postings are built as flat (term, doc) arrays and
-sorted once with numpy, so the Python work is one pass over the documents.
+`SegmentBuilder.add()` takes one document at a time and keeps it only as packed columns
+(fixed-width arrays, byte blobs with lengths, (term, doc) pairs): about 150 bytes a document
+and no Python object per document, so a merge of a million new files — the end of a first
+scan — stays within a few hundred MB. `finish()` sorts the documents into recency order with
+numpy and writes the sections. The only expensive Python step is analysis (`terms()` per name
+and per folder); folders are analysed once each, however many files they hold.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import xxhash
@@ -85,105 +88,186 @@ def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
     w.add(post_id, post)
 
 
-def _recency_order(rows: list[DocRow]) -> tuple[np.ndarray, np.ndarray]:
-    """Doc order (newest mtime first, ties by uuid) and the raw uuids, with numpy sorts."""
-    n = len(rows)
-    uuids = np.frombuffer(bytes.fromhex("".join(r.uuid for r in rows).replace("-", "")),
-                          dtype=np.uint8).reshape(n, 16)
-    halves = uuids.view(">u8").reshape(n, 2)
-    mtime = np.fromiter((r.mtime_ns for r in rows), dtype=np.int64, count=n)
-    order = np.lexsort((halves[:, 1], halves[:, 0], -mtime))
-    return order, uuids[order]
+class SegmentBuilder:
+    """One segment's documents, added one by one (any order; uuids distinct), then written."""
+
+    def __init__(self) -> None:
+        self._uuid = bytearray()          # 16 raw bytes a doc
+        self._uuid_hash = array("Q")      # xxh64 of the uuid text
+        self._mtime = array("q")
+        self._size = array("q")
+        self._meta = array("B")
+        self._ext = array("H")            # index into self._exts (first-seen order)
+        self._exts: dict[str, int] = {}
+        self._dur = array("f")
+        self._width = array("I")
+        self._height = array("I")
+        self._dir = array("I")            # index into self._dirs (first-seen order)
+        self._dirs: dict[bytes, int] = {}
+        self._ndirs: list[str] = []
+        self._names = bytearray()         # encoded normalised names, each + "\n"
+        self._name_len = array("I")
+        self._keys = bytearray()          # name sort keys (store.keys.name_sort_key)
+        self._key_len = array("I")
+        self._stem = array("I")
+        self._term_ids: dict[str, int] = {}
+        self._pair_terms = array("I")     # (term, doc) pairs for the name terms
+        self._pair_docs = array("I")
+
+    def __len__(self) -> int:
+        return len(self._mtime)
+
+    def add(self, r: DocRow) -> None:
+        doc = len(self._mtime)
+        self._uuid += bytes.fromhex(r.uuid.replace("-", ""))
+        self._uuid_hash.append(xxhash.xxh64_intdigest(r.uuid.encode()))
+        self._mtime.append(r.mtime_ns)
+        self._size.append(r.size)
+        self._meta.append((r.type_code & 7) | (r.trash << 3))
+        exts = self._exts
+        self._ext.append(exts.setdefault(r.ext, len(exts)))
+        self._dur.append(r.dur)
+        self._width.append(r.width)
+        self._height.append(r.height)
+        dirs = self._dirs
+        d = dirs.setdefault(r.dir, len(dirs))
+        if d == len(self._ndirs):
+            self._ndirs.append(r.ndir)
+        self._dir.append(d)
+        name = A.encode(r.nname) + b"\n"
+        self._names += name
+        self._name_len.append(len(name))
+        key = name_sort_key(r.name)
+        self._keys += key
+        self._key_len.append(len(key))
+        self._stem.append(xxhash.xxh32_intdigest(A.encode(A.stem(r.nname))))
+        ts = A.terms(A.decode(r.name), r.nname)
+        term_id, term_ids = self._term_ids.setdefault, self._term_ids
+        self._pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
+        self._pair_docs.extend([doc] * len(ts))
+
+    def finish(self, path: str, crash_point: Callable[[str], None] | None = None) -> int:
+        """Write the segment to `path`; returns its size in bytes."""
+        n = len(self)
+        uuid_raw = np.frombuffer(bytes(self._uuid), dtype=np.uint8).reshape(n, 16)
+        halves = uuid_raw.view(">u8").reshape(n, 2)
+        mtime = np.frombuffer(self._mtime, dtype=np.int64)
+        # Doc ids in recency order: newest mtime first, ties by uuid.
+        order = np.lexsort((halves[:, 1], halves[:, 0], -mtime))
+        rank = np.empty(n, dtype=np.uint32)
+        rank[order] = np.arange(n, dtype=np.uint32)
+
+        def col(values: array, dtype: type) -> np.ndarray:
+            return np.frombuffer(values, dtype=dtype)[order]
+
+        w = F.SegmentWriter(n)
+        w.add(F.DOC_UUID, uuid_raw[order].reshape(-1))
+        w.add(F.DOC_MTIME, mtime[order])
+        w.add(F.DOC_SIZE, col(self._size, np.int64))
+        w.add(F.DOC_META, col(self._meta, np.uint8))
+        ext_ids, ext_text = _renumber_exts(col(self._ext, np.uint16), list(self._exts))
+        w.add(F.DOC_EXT, ext_ids)
+        w.add(F.EXT_TEXT, ext_text)
+        w.add(F.DOC_DUR, col(self._dur, np.float32))
+        w.add(F.DOC_WIDTH, col(self._width, np.uint32))
+        w.add(F.DOC_HEIGHT, col(self._height, np.uint32))
+
+        # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
+        dirs = sorted(self._dirs)
+        dir_remap = np.empty(len(dirs), dtype=np.uint32)
+        for i, d in enumerate(dirs):
+            dir_remap[self._dirs[d]] = i
+        ndir_of = [self._ndirs[self._dirs[d]] for d in dirs]
+        doc_dir = dir_remap[col(self._dir, np.uint32)] if n else np.zeros(0, np.uint32)
+        w.add(F.DOC_DIR, doc_dir)
+        off, text = _text_section(ndir_of)
+        w.add(F.DIR_OFF, off)
+        w.add(F.DIR_TEXT, text)
+        w.add(F.DIRRAW_OFF, _offsets([len(d) for d in dirs]))
+        w.add(F.DIRRAW_TEXT, b"".join(dirs))
+        w.add(F.DIRDOC_OFF, _offsets(np.bincount(doc_dir, minlength=len(dirs))))
+        w.add(F.DIRDOC, np.argsort(doc_dir, kind="stable").astype(np.uint32))
+
+        # Names.
+        off, text = _gather(self._names, np.frombuffer(self._name_len, dtype=np.uint32), order)
+        w.add(F.NAME_OFF, off)
+        w.add(F.NAME_TEXT, text)
+        w.add(F.DOC_STEM, col(self._stem, np.uint32))
+        w.add(F.DOC_NAMERANK, self._name_rank(halves)[order])
+
+        pair_docs = rank[np.frombuffer(self._pair_docs, dtype=np.uint32)]
+        _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
+                        *_dictionary(self._term_ids, self._pair_terms, pair_docs),
+                        (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
+        del pair_docs
+
+        term_ids: dict[str, int] = {}
+        pair_terms = array("I")
+        pair_dirs = array("I")
+        for i, d in enumerate(dirs):
+            for t in A.terms(A.decode(d), ndir_of[i]):
+                pair_terms.append(term_ids.setdefault(t, len(term_ids)))
+                pair_dirs.append(i)
+        _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
+                        *_dictionary(term_ids, pair_terms, pair_dirs),
+                        (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
+
+        hashes = col(self._uuid_hash, np.uint64)
+        by_hash = np.argsort(hashes, kind="stable")
+        w.add(F.UUID_HASH, hashes[by_hash])
+        w.add(F.UUID_HASH_DOC, by_hash.astype(np.uint32))
+        return w.finish(path, crash_point)
+
+    def _name_rank(self, halves: np.ndarray) -> np.ndarray:
+        """Rank of each doc (in `add` order) by (name sort key, uuid), for the name sorts."""
+        n = len(self)
+        ends = np.cumsum(np.frombuffer(self._key_len, dtype=np.uint32), dtype=np.int64)
+        blob = bytes(self._keys)
+        by_uuid = np.lexsort((halves[:, 1], halves[:, 0]))
+        starts = ends - np.frombuffer(self._key_len, dtype=np.uint32)
+        keys = np.array([blob[starts[i]:ends[i]] for i in by_uuid.tolist()], dtype=object)
+        by_name = by_uuid[np.argsort(keys, kind="stable")]
+        rank = np.empty(n, dtype=np.uint32)
+        rank[by_name] = np.arange(n, dtype=np.uint32)
+        return rank
 
 
-def _name_rank(rows: list[DocRow], uuid_raw: np.ndarray) -> np.ndarray:
-    """Rank of each doc by (name sort key, uuid), for the name sorts."""
-    n = len(rows)
-    halves = uuid_raw.view(">u8").reshape(n, 2)
-    by_uuid = np.lexsort((halves[:, 1], halves[:, 0]))
-    keys = np.array([name_sort_key(rows[i].name) for i in by_uuid.tolist()], dtype=object)
-    by_name = by_uuid[np.argsort(keys, kind="stable")]
-    rank = np.empty(n, dtype=np.uint32)
-    rank[by_name] = np.arange(n, dtype=np.uint32)
-    return rank
+def _renumber_exts(ids: np.ndarray, exts: list[str]) -> tuple[np.ndarray, bytes]:
+    """Extension ids renumbered by first appearance in doc order, and their text section."""
+    if not len(ids):
+        return ids, b""
+    uniq, first = np.unique(ids, return_index=True)
+    seen = uniq[np.argsort(first)]
+    remap = np.zeros(len(exts), dtype=np.uint16)
+    remap[seen] = np.arange(len(seen), dtype=np.uint16)
+    return remap[ids], b"".join(A.encode(exts[e]) + b"\n" for e in seen.tolist())
 
 
-def build_segment(rows: list[DocRow], path: str,
+_GATHER_CHUNK = 1 << 16
+
+
+def _gather(blob: bytearray, lengths: np.ndarray, order: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The byte strings of `blob` (consecutive, of `lengths`) put in `order`: (offsets, text).
+    Copied in chunks of documents, so the index arrays stay small."""
+    src = np.frombuffer(blob, dtype=np.uint8)
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    new_len = lengths[order]
+    off = _offsets(new_len)
+    out = np.empty(int(starts[-1]), dtype=np.uint8)
+    for lo in range(0, len(order), _GATHER_CHUNK):
+        hi = min(lo + _GATHER_CHUNK, len(order))
+        a, b = int(off[lo]), int(off[hi])
+        shift = np.repeat(starts[order[lo:hi]] - off[lo:hi].astype(np.int64), new_len[lo:hi])
+        out[a:b] = src[shift + np.arange(a, b, dtype=np.int64)]
+    return off, out
+
+
+def build_segment(rows: Iterable[DocRow], path: str,
                   crash_point: Callable[[str], None] | None = None) -> int:
     """Write the segment holding `rows` (one per uuid) to `path`; returns its size in bytes."""
-    n = len(rows)
-    if n:
-        order, uuid_raw = _recency_order(rows)
-        rows = [rows[i] for i in order.tolist()]
-    else:
-        uuid_raw = np.zeros((0, 16), dtype=np.uint8)
-    w = F.SegmentWriter(n)
-    w.add(F.DOC_UUID, uuid_raw.reshape(-1))
-    w.add(F.DOC_MTIME, np.fromiter((r.mtime_ns for r in rows), dtype=np.int64, count=n))
-    w.add(F.DOC_SIZE, np.fromiter((r.size for r in rows), dtype=np.int64, count=n))
-    w.add(F.DOC_META, np.fromiter(((r.type_code & 7) | (r.trash << 3) for r in rows),
-                                  dtype=np.uint8, count=n))
-    exts: dict[str, int] = {}
-    ext_ids = np.fromiter((exts.setdefault(r.ext, len(exts)) for r in rows), dtype=np.uint16,
-                          count=n)
-    w.add(F.DOC_EXT, ext_ids)
-    w.add(F.EXT_TEXT, b"".join(A.encode(e) + b"\n" for e in exts))
-    w.add(F.DOC_DUR, np.fromiter((r.dur for r in rows), dtype=np.float32, count=n))
-    w.add(F.DOC_WIDTH, np.fromiter((r.width for r in rows), dtype=np.uint32, count=n))
-    w.add(F.DOC_HEIGHT, np.fromiter((r.height for r in rows), dtype=np.uint32, count=n))
-
-    # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
-    ndir_of: dict[bytes, str] = {}
+    builder = SegmentBuilder()
     for r in rows:
-        ndir_of.setdefault(r.dir, r.ndir)
-    dirs = sorted(ndir_of)
-    dir_id = {d: i for i, d in enumerate(dirs)}
-    doc_dir = np.fromiter((dir_id[r.dir] for r in rows), dtype=np.uint32, count=n)
-    w.add(F.DOC_DIR, doc_dir)
-    off, text = _text_section([ndir_of[d] for d in dirs])
-    w.add(F.DIR_OFF, off)
-    w.add(F.DIR_TEXT, text)
-    w.add(F.DIRRAW_OFF, _offsets([len(d) for d in dirs]))
-    w.add(F.DIRRAW_TEXT, b"".join(dirs))
-    w.add(F.DIRDOC_OFF, _offsets(np.bincount(doc_dir, minlength=len(dirs))))
-    w.add(F.DIRDOC, np.argsort(doc_dir, kind="stable").astype(np.uint32))
-
-    # Names.
-    off, text = _text_section([r.nname for r in rows])
-    w.add(F.NAME_OFF, off)
-    w.add(F.NAME_TEXT, text)
-    w.add(F.DOC_STEM, np.fromiter(
-        (xxhash.xxh32_intdigest(A.encode(A.stem(r.nname))) for r in rows), dtype=np.uint32,
-        count=n))
-    w.add(F.DOC_NAMERANK, _name_rank(rows, uuid_raw) if n else np.zeros(0, dtype=np.uint32))
-
-    term_ids: dict[str, int] = {}
-    # (term, doc) pairs as packed u32 arrays: ~8 bytes a pair instead of ~70 in int lists
-    pair_terms = array("I")
-    pair_docs = array("I")
-    terms_of, decode, term_id = A.terms, A.decode, term_ids.setdefault
-    for doc, r in enumerate(rows):
-        ts = terms_of(decode(r.name), r.nname)
-        pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
-        pair_docs.extend([doc] * len(ts))
-    _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
-                    *_dictionary(term_ids, pair_terms, pair_docs),
-                    (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
-
-    term_ids = {}
-    pair_terms = array("I")
-    pair_dirs = array("I")
-    for i, d in enumerate(dirs):
-        for t in A.terms(A.decode(d), ndir_of[d]):
-            pair_terms.append(term_ids.setdefault(t, len(term_ids)))
-            pair_dirs.append(i)
-    _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
-                    *_dictionary(term_ids, pair_terms, pair_dirs),
-                    (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
-
-    hashes = np.fromiter((xxhash.xxh64_intdigest(r.uuid.encode()) for r in rows), dtype=np.uint64,
-                         count=n)
-    order = np.argsort(hashes, kind="stable")
-    w.add(F.UUID_HASH, hashes[order])
-    w.add(F.UUID_HASH_DOC, order.astype(np.uint32))
-    return w.finish(path, crash_point)
+        builder.add(r)
+    return builder.finish(path, crash_point)

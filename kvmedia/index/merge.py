@@ -19,18 +19,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 import numpy as np
+import xxhash
 
 from .. import crashpoints
 from ..errors import DamagedError, StorageError
 from ..store.env import Env
 from ..store.recordstore import RecordStore
 from . import manifest as M
-from .builder import build_segment
+from .builder import SegmentBuilder
 from .delta import K_GEN, delta_key, iter_delta, read_gen
 from .docs import DocRow, doc_from_record
 from .segment import Segment
@@ -40,6 +42,10 @@ from .status import needs_rebuild as _needs_rebuild
 SMALL_SEGMENT_DOCS = 50_000
 """Segments with fewer live docs than this (or than the delta) are rewritten by a merge."""
 MAX_SEGMENTS = 6
+RELEASE_EVERY = 50_000
+"""Docs read between two `Env.release_pages`: reading a million records or delta rows touches
+every leaf page once, and those pages would otherwise stay in our RSS."""
+UUID_LEN = 36
 
 
 @dataclass
@@ -112,23 +118,35 @@ class IndexMaintainer:
             if not full and self.needs_rebuild():
                 full = True
             man = man or M.Manifest()
+            builder = SegmentBuilder()
+            snapshot = DeltaSnapshot()
             with self.env.read() as txn:
                 if read_gen(txn) is None:
                     full = True
-                snapshot = list(iter_delta(txn))
+                for uuid, value in iter_delta(txn):
+                    snapshot.add(uuid, value)
+                    if value and not full:
+                        builder.add(DocRow.unpack(uuid, value))
+                    if len(snapshot) % RELEASE_EVERY == 0:
+                        self.env.release_pages(trim=False)
                 if full:
-                    rows = [doc_from_record(r) for r in RecordStore.iter_records(txn)]
+                    for rec in RecordStore.iter_records(txn):
+                        builder.add(doc_from_record(rec))
+                        if len(builder) % RELEASE_EVERY == 0:
+                            self.env.release_pages(trim=False)
                     keep: list[M.SegmentEntry] = []
                 else:
-                    rows, keep = self._fold(txn, man, snapshot, optimize)
+                    keep = self._fold(txn, man, snapshot, builder, optimize)
+            self.env.release_pages(trim=False)
             new_gen = max(man.gen, self._lmdb_gen()) + 1
             entries = list(keep)
             try:
-                if rows:
+                docs = len(builder)
+                if docs:
                     name = f"seg-{new_gen:06d}.kvs"
-                    size = build_segment(rows, os.path.join(self.index_dir, name),
-                                         crashpoints.hit)
-                    entries.append(M.SegmentEntry(name, len(rows), size))
+                    size = builder.finish(os.path.join(self.index_dir, name), crashpoints.hit)
+                    entries.append(M.SegmentEntry(name, docs, size))
+                del builder
                 crashpoints.hit("merge.segment_written")
                 M.write_manifest(self.index_dir, M.Manifest(new_gen, entries))
             except OSError as exc:  # disk full, quota, I/O: the old index stays in force
@@ -145,7 +163,7 @@ class IndexMaintainer:
                 except FileNotFoundError:
                     pass
             M.remove_unreferenced(self.index_dir, M.Manifest(new_gen, entries))
-        return MergeReport("rebuild" if full else "merge", len(rows), len(entries),
+        return MergeReport("rebuild" if full else "merge", docs, len(entries),
                            time.monotonic() - started, new_gen)
 
     def _abandon(self, gen: int) -> None:
@@ -165,31 +183,29 @@ class IndexMaintainer:
             gen = read_gen(txn)
         return gen or 0
 
-    def _fold(self, txn: lmdb.Transaction, man: M.Manifest, snapshot: list[tuple[str, bytes]],
-              optimize: bool) -> tuple[list[DocRow], list[M.SegmentEntry]]:
-        """Rows for the new segment, and the segments kept (with updated deleted bitmaps)."""
-        changed = [uuid for uuid, _ in snapshot]
-        rows = [DocRow.unpack(uuid, value) for uuid, value in snapshot if value]
+    def _fold(self, txn: lmdb.Transaction, man: M.Manifest, snapshot: DeltaSnapshot,
+              builder: SegmentBuilder, optimize: bool) -> list[M.SegmentEntry]:
+        """Add the live docs of the segments folded away to `builder`; return the segments
+        kept (with updated deleted bitmaps)."""
         live = [s for s in man.segments if s.docs - s.dead_count > 0]
         threshold = max(self.small_segment_docs, len(snapshot))
         fold = [s for s in live if optimize or s.docs - s.dead_count < threshold]
         if len(live) - len(fold) + 1 > MAX_SEGMENTS:
             fold = live
-        shadowed = set(changed)
+        changed = snapshot.uuids() if live else []
         keep = []
         for entry in live:
             seg = Segment(os.path.join(self.index_dir, entry.file), entry.file)
             dead = self._dead(entry)
+            newly = seg.lookup(changed)  # shadowed by the delta: its rows are newer
             if entry in fold:
-                for doc in np.flatnonzero(~dead):
-                    uuid = seg.uuid(int(doc))
-                    if uuid in shadowed:
-                        continue
-                    rec = RecordStore.get(txn, uuid)
+                alive = ~dead
+                alive[newly] = False
+                for doc in np.flatnonzero(alive).tolist():
+                    rec = RecordStore.get(txn, seg.uuid(doc))
                     if rec is not None:
-                        rows.append(doc_from_record(rec))
+                        builder.add(doc_from_record(rec))
                 continue
-            newly = seg.lookup(changed)
             if len(newly) and not dead[newly].all():
                 dead = dead.copy()
                 dead[newly] = True
@@ -198,7 +214,7 @@ class IndexMaintainer:
                 entry = M.SegmentEntry(entry.file, entry.docs, entry.bytes, name, xxh,
                                        int(dead.sum()))
             keep.append(entry)
-        return rows, keep
+        return keep
 
     def _next_name_gen(self, man: M.Manifest) -> int:
         return max(man.gen, self._lmdb_gen()) + 1
@@ -208,15 +224,45 @@ class IndexMaintainer:
             return np.zeros(entry.docs, dtype=bool)
         return M.read_dead(os.path.join(self.index_dir, entry.dead), entry.docs, entry.dead_xxh3)
 
-    def _trim(self, snapshot: list[tuple[str, bytes]], new_gen: int) -> None:
+    def _trim(self, snapshot: DeltaSnapshot, new_gen: int) -> None:
         def fn(txn: lmdb.Transaction) -> None:
-            for uuid, value in snapshot:
-                key = delta_key(uuid)
-                if txn.get(key) == value:
-                    txn.delete(key)
+            for uuid, digest in snapshot.entries():
+                value = txn.get(delta_key(uuid))
+                if value is not None and xxhash.xxh3_128_digest(value) == digest:
+                    txn.delete(delta_key(uuid))
             txn.put(K_GEN, str(new_gen).encode())
 
         self.env.write(fn)
+
+
+class DeltaSnapshot:
+    """The delta entries a merge read, kept small (52 bytes an entry, no object each): the
+    uuid text and a 128-bit digest of the value, so the trim drops exactly the entries left
+    unchanged since the read."""
+
+    def __init__(self) -> None:
+        self._uuids = bytearray()    # 36 ASCII bytes an entry
+        self._digests = bytearray()  # xxh3_128 of the value, 16 bytes an entry
+
+    def __len__(self) -> int:
+        return len(self._digests) // 16
+
+    def add(self, uuid: str, value: bytes) -> None:
+        raw = uuid.encode("ascii")
+        if len(raw) != UUID_LEN:
+            raise DamagedError(f"delta entry with a malformed uuid {uuid!r}; run "
+                               "`kvmedia rebuild-index`")
+        self._uuids += raw
+        self._digests += xxhash.xxh3_128_digest(value)
+
+    def uuids(self) -> list[str]:
+        text = self._uuids.decode("ascii")
+        return [text[i:i + UUID_LEN] for i in range(0, len(text), UUID_LEN)]
+
+    def entries(self) -> Iterator[tuple[str, bytes]]:
+        for i in range(len(self)):
+            yield (self._uuids[i * UUID_LEN:(i + 1) * UUID_LEN].decode("ascii"),
+                   bytes(self._digests[i * 16:(i + 1) * 16]))
 
 
 def _txn_has_records(txn: lmdb.Transaction) -> bool:
