@@ -105,9 +105,9 @@ def test_find_all_equals_brute_force(tmp_path_factory: pytest.TempPathFactory, t
     """Every occurrence, overlapping ones included, whether found by the find loop, the
     vectorised compare, or a mix (FIND_LOOP_MAX decides where one hands over)."""
     path = str(tmp_path_factory.mktemp("find") / "seg")
-    w = F.SegmentWriter(0)
+    w = F.SegmentWriter(path, 0)
     w.add(F.NAME_TEXT, text)
-    w.finish(path)
+    w.finish()
     f = F.SegmentFile(path)
     try:
         f.FIND_LOOP_MAX = loop_max

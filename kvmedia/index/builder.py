@@ -92,6 +92,7 @@ class SegmentBuilder:
     """One segment's documents, added one by one (any order; uuids distinct), then written."""
 
     def __init__(self) -> None:
+        self._n = 0
         self._uuid = bytearray()          # 16 raw bytes a doc
         self._uuid_hash = array("Q")      # xxh64 of the uuid text
         self._mtime = array("q")
@@ -115,10 +116,11 @@ class SegmentBuilder:
         self._pair_docs = array("I")
 
     def __len__(self) -> int:
-        return len(self._mtime)
+        return self._n
 
     def add(self, r: DocRow) -> None:
-        doc = len(self._mtime)
+        doc = self._n
+        self._n += 1
         self._uuid += bytes.fromhex(r.uuid.replace("-", ""))
         self._uuid_hash.append(xxhash.xxh64_intdigest(r.uuid.encode()))
         self._mtime.append(r.mtime_ns)
@@ -147,30 +149,44 @@ class SegmentBuilder:
         self._pair_docs.extend([doc] * len(ts))
 
     def finish(self, path: str, crash_point: Callable[[str], None] | None = None) -> int:
-        """Write the segment to `path`; returns its size in bytes."""
+        """Write the segment to `path`; returns its size in bytes. Consumes the builder: each
+        column is dropped once written."""
+        w = F.SegmentWriter(path, len(self), crash_point)
+        try:
+            self._write(w)
+        except BaseException:
+            w.abort()
+            raise
+        return w.finish()
+
+    def _take(self, attr: str, dtype: type) -> np.ndarray:
+        """Column `attr` as a numpy array; the builder lets go of it."""
+        values = self.__dict__.pop(attr)
+        return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype)
+
+    def _write(self, w: F.SegmentWriter) -> None:
         n = len(self)
-        uuid_raw = np.frombuffer(bytes(self._uuid), dtype=np.uint8).reshape(n, 16)
+        uuid_raw = self._take("_uuid", np.uint8).reshape(n, 16)
         halves = uuid_raw.view(">u8").reshape(n, 2)
-        mtime = np.frombuffer(self._mtime, dtype=np.int64)
+        mtime = self._take("_mtime", np.int64)
         # Doc ids in recency order: newest mtime first, ties by uuid.
         order = np.lexsort((halves[:, 1], halves[:, 0], -mtime))
         rank = np.empty(n, dtype=np.uint32)
         rank[order] = np.arange(n, dtype=np.uint32)
 
-        def col(values: array, dtype: type) -> np.ndarray:
-            return np.frombuffer(values, dtype=dtype)[order]
+        def col(attr: str, dtype: type) -> np.ndarray:
+            return self._take(attr, dtype)[order]
 
-        w = F.SegmentWriter(n)
         w.add(F.DOC_UUID, uuid_raw[order].reshape(-1))
         w.add(F.DOC_MTIME, mtime[order])
-        w.add(F.DOC_SIZE, col(self._size, np.int64))
-        w.add(F.DOC_META, col(self._meta, np.uint8))
-        ext_ids, ext_text = _renumber_exts(col(self._ext, np.uint16), list(self._exts))
+        w.add(F.DOC_SIZE, col("_size", np.int64))
+        w.add(F.DOC_META, col("_meta", np.uint8))
+        ext_ids, ext_text = _renumber_exts(col("_ext", np.uint16), list(self._exts))
         w.add(F.DOC_EXT, ext_ids)
         w.add(F.EXT_TEXT, ext_text)
-        w.add(F.DOC_DUR, col(self._dur, np.float32))
-        w.add(F.DOC_WIDTH, col(self._width, np.uint32))
-        w.add(F.DOC_HEIGHT, col(self._height, np.uint32))
+        w.add(F.DOC_DUR, col("_dur", np.float32))
+        w.add(F.DOC_WIDTH, col("_width", np.uint32))
+        w.add(F.DOC_HEIGHT, col("_height", np.uint32))
 
         # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
         dirs = sorted(self._dirs)
@@ -178,7 +194,7 @@ class SegmentBuilder:
         for i, d in enumerate(dirs):
             dir_remap[self._dirs[d]] = i
         ndir_of = [self._ndirs[self._dirs[d]] for d in dirs]
-        doc_dir = dir_remap[col(self._dir, np.uint32)] if n else np.zeros(0, np.uint32)
+        doc_dir = dir_remap[col("_dir", np.uint32)] if n else np.zeros(0, np.uint32)
         w.add(F.DOC_DIR, doc_dir)
         off, text = _text_section(ndir_of)
         w.add(F.DIR_OFF, off)
@@ -189,15 +205,18 @@ class SegmentBuilder:
         w.add(F.DIRDOC, np.argsort(doc_dir, kind="stable").astype(np.uint32))
 
         # Names.
-        off, text = _gather(self._names, np.frombuffer(self._name_len, dtype=np.uint32), order)
+        off, text = _gather(self.__dict__.pop("_names"), self._take("_name_len", np.uint32),
+                            order)
         w.add(F.NAME_OFF, off)
         w.add(F.NAME_TEXT, text)
-        w.add(F.DOC_STEM, col(self._stem, np.uint32))
+        w.add(F.DOC_STEM, col("_stem", np.uint32))
         w.add(F.DOC_NAMERANK, self._name_rank(halves)[order])
 
-        pair_docs = rank[np.frombuffer(self._pair_docs, dtype=np.uint32)]
+        pair_docs = rank[self._take("_pair_docs", np.uint32)]
+        del rank
         _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
-                        *_dictionary(self._term_ids, self._pair_terms, pair_docs),
+                        *_dictionary(self.__dict__.pop("_term_ids"),
+                                     self._take("_pair_terms", np.uint32), pair_docs),
                         (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
         del pair_docs
 
@@ -212,19 +231,19 @@ class SegmentBuilder:
                         *_dictionary(term_ids, pair_terms, pair_dirs),
                         (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
 
-        hashes = col(self._uuid_hash, np.uint64)
+        hashes = col("_uuid_hash", np.uint64)
         by_hash = np.argsort(hashes, kind="stable")
         w.add(F.UUID_HASH, hashes[by_hash])
         w.add(F.UUID_HASH_DOC, by_hash.astype(np.uint32))
-        return w.finish(path, crash_point)
 
     def _name_rank(self, halves: np.ndarray) -> np.ndarray:
         """Rank of each doc (in `add` order) by (name sort key, uuid), for the name sorts."""
-        n = len(self)
-        ends = np.cumsum(np.frombuffer(self._key_len, dtype=np.uint32), dtype=np.int64)
-        blob = bytes(self._keys)
+        n = len(halves)
+        lengths = self._take("_key_len", np.uint32)
+        ends = np.cumsum(lengths, dtype=np.int64)
+        starts = ends - lengths
+        blob = bytes(self.__dict__.pop("_keys"))
         by_uuid = np.lexsort((halves[:, 1], halves[:, 0]))
-        starts = ends - np.frombuffer(self._key_len, dtype=np.uint32)
         keys = np.array([blob[starts[i]:ends[i]] for i in by_uuid.tolist()], dtype=object)
         by_name = by_uuid[np.argsort(keys, kind="stable")]
         rank = np.empty(n, dtype=np.uint32)

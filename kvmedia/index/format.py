@@ -98,53 +98,67 @@ _DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
 class SegmentWriter:
-    """Collects sections, then writes the file. Call order: `add()` once per section id, then
-    `finish(path)` exactly once. Arrays are written in their dtype (little-endian)."""
+    """Writes one segment file section by section: `add()` writes a section to `<path>.tmp`
+    at once (a build never holds a second copy of the whole segment), `finish()` writes the
+    table, footer and header, fsyncs and renames to `path`; `abort()` drops the tmp file.
+    Arrays are written in their dtype (little-endian); `crash_point("segment.section")` is
+    called after each section."""
 
-    def __init__(self, n_docs: int) -> None:
+    def __init__(self, path: str, n_docs: int, crash_point: Any = None) -> None:
+        self.path = path
         self.n_docs = n_docs
-        self._sections: dict[int, np.ndarray] = {}
+        self._crash_point = crash_point
+        self._tmp = path + ".tmp"
+        self._fh = open(create_private(self._tmp), "wb")  # noqa: SIM115 - closed by finish/abort
+        self._fh.write(b"\0" * HEADER.size)  # the real header goes in last
+        self._pos = HEADER.size
+        self._table: list[bytes] = []
+        self._ids: set[int] = set()
 
-    def add(self, section_id: int, data: np.ndarray | bytes) -> None:
-        assert section_id not in self._sections, f"section {section_id} added twice"
+    def add(self, section_id: int, data: np.ndarray | bytes | bytearray) -> None:
+        assert section_id not in self._ids, f"section {section_id} added twice"
+        self._ids.add(section_id)
         if isinstance(data, bytes | bytearray):
-            data = np.frombuffer(bytes(data), dtype=np.uint8)
+            data = np.frombuffer(data, dtype=np.uint8)
         assert data.dtype in _DTYPE_CODES, f"unsupported dtype {data.dtype}"
-        self._sections[section_id] = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<")))
+        arr = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).reshape(-1)
+        raw = memoryview(arr.view(np.uint8))
+        pad = (-self._pos) % ALIGN
+        self._fh.write(b"\0" * pad)
+        self._pos += pad
+        self._fh.write(raw)
+        self._table.append(SECTION.pack(section_id, _DTYPE_CODES[data.dtype], self._pos,
+                                        len(raw), xxhash.xxh3_64_intdigest(raw)))
+        self._pos += len(raw)
+        if self._crash_point is not None:
+            self._crash_point("segment.section")
 
-    def finish(self, path: str, crash_point: Any = None) -> int:
-        """Write `path` via `path.tmp` + fsync + rename. Returns the file size in bytes."""
-        tmp = path + ".tmp"
-        table = []
-        with open(create_private(tmp), "wb") as fh:
-            fh.write(b"\0" * HEADER.size)  # the real header goes in last
-            pos = HEADER.size
-            for section_id in sorted(self._sections):
-                arr = self._sections[section_id]
-                pad = (-pos) % ALIGN
-                fh.write(b"\0" * pad)
-                pos += pad
-                raw = arr.tobytes()
-                fh.write(raw)
-                table.append(SECTION.pack(section_id, _DTYPE_CODES[arr.dtype], pos, len(raw),
-                                          xxhash.xxh3_64_intdigest(raw)))
-                pos += len(raw)
-                if crash_point is not None:
-                    crash_point("segment.section")
-            table_offset = pos
-            table_bytes = b"".join(table)
+    def finish(self) -> int:
+        """Complete the file and rename it into place. Returns its size in bytes."""
+        fh = self._fh
+        try:
+            table_bytes = b"".join(self._table)
             fh.write(table_bytes)
-            header = HEADER.pack(MAGIC, FORMAT_VERSION, self.n_docs, len(table), 0)
+            header = HEADER.pack(MAGIC, FORMAT_VERSION, self.n_docs, len(self._table), 0)
             digest = xxhash.xxh3_64_intdigest(header + table_bytes)
-            fh.write(FOOTER.pack(table_offset, digest, END_MAGIC))
+            fh.write(FOOTER.pack(self._pos, digest, END_MAGIC))
             size = fh.tell()
             fh.seek(0)
             fh.write(header)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path) or ".")
+        finally:
+            fh.close()
+        os.replace(self._tmp, self.path)
+        fsync_dir(os.path.dirname(self.path) or ".")
         return size
+
+    def abort(self) -> None:
+        self._fh.close()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
 
 
 class SegmentFile:
