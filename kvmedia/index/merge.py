@@ -17,6 +17,7 @@ and the delta still shadows what it already holds (same answers). Crash points (
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ RELEASE_EVERY = 5_000
 """Docs read between two `Env.release_pages` (~0.5 ms each). Reading records or delta rows
 faults in their leaf pages and the kernel maps neighbouring pages with them (~6 KB of RSS a
 record measured at 1M); released every 5,000, a merge's mapped LMDB pages stay near 30 MB."""
+TRIM_BATCH = 50_000
+"""Delta entries dropped per write transaction after a merge."""
 UUID_LEN = 36
 
 
@@ -226,14 +229,28 @@ class IndexMaintainer:
         return M.read_dead(os.path.join(self.index_dir, entry.dead), entry.docs, entry.dead_xxh3)
 
     def _trim(self, snapshot: DeltaSnapshot, new_gen: int) -> None:
-        def fn(txn: lmdb.Transaction) -> None:
-            for uuid, digest in snapshot.entries():
-                value = txn.get(delta_key(uuid))
-                if value is not None and xxhash.xxh3_128_digest(value) == digest:
-                    txn.delete(delta_key(uuid))
-            txn.put(K_GEN, str(new_gen).encode())
+        """Drop the delta entries the new segment holds, TRIM_BATCH per transaction (a
+        transaction's dirty pages stay in memory until it commits); then store `new_gen`.
+        Readers between two batches see the new segment with part of the delta still
+        shadowing it: the same answers."""
+        entries = snapshot.entries()
+        while True:
+            batch = list(itertools.islice(entries, TRIM_BATCH))
 
-        self.env.write(fn)
+            def fn(txn: lmdb.Transaction, batch: list[tuple[str, bytes]] = batch) -> None:
+                for i, (uuid, digest) in enumerate(batch, 1):
+                    key = delta_key(uuid)
+                    value = txn.get(key)
+                    if value is not None and xxhash.xxh3_128_digest(value) == digest:
+                        txn.delete(key)
+                    if i % RELEASE_EVERY == 0:
+                        self.env.release_pages(trim=False)
+                if len(batch) < TRIM_BATCH:
+                    txn.put(K_GEN, str(new_gen).encode())
+
+            self.env.write(fn)
+            if len(batch) < TRIM_BATCH:
+                return
 
 
 class DeltaSnapshot:
