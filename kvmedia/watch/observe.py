@@ -129,9 +129,11 @@ class WatchFD(InotifyFD):
             raise
 
     def handle_event(self, event: InotifyEvent) -> None:
-        if event.is_queue_overflow:
-            self.on_overflow()
         super().handle_event(event)
+        if event.is_queue_overflow:
+            # Only now: watchdog has rebuilt the recursive watches above, so the rescan this
+            # triggers starts with every directory watched again (nothing falls in between).
+            self.on_overflow()
 
 
 class WatchObserver(InotifyObserver):
