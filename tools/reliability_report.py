@@ -45,9 +45,6 @@ NOT_COVERED = [
     "is not seen as another file system.",
     "Disk full during a permanent delete: the file is unlinked before the record commit, so "
     "the intent stays until the next open with free space settles it (trash.recover).",
-    "Share tokens: covered by tests/test_shareid.py (bit flips, truncation, extension, swap "
-    "between libraries, key rotation), not repeated here.",
-    "Serve API: path traversal through HTTP routes (tests/test_serve_*.py cover their own).",
     "Search results between a killed scan and the next complete scan: a record displaced by a "
     "file renamed over its path still shows under that path (scan.P_DISPLACED; the next "
     "complete scan removes it). fsck counts it as pending, not damaged.",

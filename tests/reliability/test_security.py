@@ -1,8 +1,7 @@
 """Data-dir hardening: symlinks planted at the lock, state, key and temporary-file paths never
 lead a write to their target (the victim stays byte-for-byte untouched, and is not created);
-the data dir is 0700 and the files kvmedia writes are 0600. Share tokens (every bit flipped,
-truncated, extended, swapped between libraries, used after key rotation) are covered by
-tests/test_shareid.py."""
+the data dir is 0700 and the files kvmedia writes are 0600. Share tokens and path traversal
+through the HTTP API are in test_security_http.py."""
 
 from __future__ import annotations
 
