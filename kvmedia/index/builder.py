@@ -10,6 +10,7 @@ and per folder); folders are analysed once each, however many files they hold.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 
@@ -88,65 +89,56 @@ def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
     w.add(post_id, post)
 
 
+_FIXED = struct.Struct("<qqQfIIIIIHHHB")
+ROW = np.dtype([("mtime", "<i8"), ("size", "<i8"), ("uhash", "<u8"), ("dur", "<f4"),
+                ("width", "<u4"), ("height", "<u4"), ("dir", "<u4"), ("stem", "<u4"),
+                ("name_len", "<u4"), ("key_len", "<u2"), ("terms", "<u2"), ("ext", "<u2"),
+                ("meta", "u1")])
+"""The fixed-width part of one document as `SegmentBuilder` keeps it: mtime_ns, size, xxh64 of
+the uuid text, duration, width, height, folder id, xxh32 of the name stem, byte lengths of the
+normalised name (+ "\n") and of the name sort key, number of name terms, extension id, type
+code | trash << 3."""
+assert ROW.itemsize == _FIXED.size
+
+
 class SegmentBuilder:
     """One segment's documents, added one by one (any order; uuids distinct), then written."""
 
     def __init__(self) -> None:
         self._n = 0
         self._uuid = bytearray()          # 16 raw bytes a doc
-        self._uuid_hash = array("Q")      # xxh64 of the uuid text
-        self._mtime = array("q")
-        self._size = array("q")
-        self._meta = array("B")
-        self._ext = array("H")            # index into self._exts (first-seen order)
-        self._exts: dict[str, int] = {}
-        self._dur = array("f")
-        self._width = array("I")
-        self._height = array("I")
-        self._dir = array("I")            # index into self._dirs (first-seen order)
-        self._dirs: dict[bytes, int] = {}
-        self._ndirs: list[str] = []
+        self._fixed = bytearray()         # one _FIXED row a doc (see ROW)
+        self._exts: dict[str, int] = {}   # extension -> id (first-seen order)
+        self._dirs: dict[bytes, int] = {} # raw folder -> id (first-seen order)
+        self._ndirs: list[str] = []       # normalised folder of each id
         self._names = bytearray()         # encoded normalised names, each + "\n"
-        self._name_len = array("I")
         self._keys = bytearray()          # name sort keys (store.keys.name_sort_key)
-        self._key_len = array("I")
-        self._stem = array("I")
         self._term_ids: dict[str, int] = {}
-        self._pair_terms = array("I")     # (term, doc) pairs for the name terms
-        self._pair_docs = array("I")
+        self._pair_terms = array("I")     # name term ids, doc after doc (ROW.terms each)
 
     def __len__(self) -> int:
         return self._n
 
     def add(self, r: DocRow) -> None:
-        doc = self._n
         self._n += 1
-        self._uuid += bytes.fromhex(r.uuid.replace("-", ""))
-        self._uuid_hash.append(xxhash.xxh64_intdigest(r.uuid.encode()))
-        self._mtime.append(r.mtime_ns)
-        self._size.append(r.size)
-        self._meta.append((r.type_code & 7) | (r.trash << 3))
-        exts = self._exts
-        self._ext.append(exts.setdefault(r.ext, len(exts)))
-        self._dur.append(r.dur)
-        self._width.append(r.width)
-        self._height.append(r.height)
+        uuid, nname = r.uuid, r.nname
+        self._uuid += bytes.fromhex(uuid.replace("-", ""))
         dirs = self._dirs
         d = dirs.setdefault(r.dir, len(dirs))
         if d == len(self._ndirs):
             self._ndirs.append(r.ndir)
-        self._dir.append(d)
-        name = A.encode(r.nname) + b"\n"
+        name = A.encode(nname) + b"\n"
         self._names += name
-        self._name_len.append(len(name))
         key = name_sort_key(r.name)
         self._keys += key
-        self._key_len.append(len(key))
-        self._stem.append(xxhash.xxh32_intdigest(A.encode(A.stem(r.nname))))
-        ts = A.terms(A.decode(r.name), r.nname)
+        exts = self._exts
+        ts = A.terms(A.decode(r.name), nname)
         term_id, term_ids = self._term_ids.setdefault, self._term_ids
         self._pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
-        self._pair_docs.extend([doc] * len(ts))
+        self._fixed += _FIXED.pack(
+            r.mtime_ns, r.size, xxhash.xxh64_intdigest(uuid.encode()), r.dur, r.width,
+            r.height, d, xxhash.xxh32_intdigest(A.encode(A.stem(nname))), len(name), len(key),
+            len(ts), exts.setdefault(r.ext, len(exts)), (r.type_code & 7) | (r.trash << 3))
 
     def finish(self, path: str, crash_point: Callable[[str], None] | None = None) -> int:
         """Write the segment to `path`; returns its size in bytes. Consumes the builder: each
@@ -159,7 +151,7 @@ class SegmentBuilder:
             raise
         return w.finish()
 
-    def _take(self, attr: str, dtype: type) -> np.ndarray:
+    def _take(self, attr: str, dtype: type | np.dtype) -> np.ndarray:
         """Column `attr` as a numpy array; the builder lets go of it."""
         values = self.__dict__.pop(attr)
         return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype)
@@ -168,25 +160,26 @@ class SegmentBuilder:
         n = len(self)
         uuid_raw = self._take("_uuid", np.uint8).reshape(n, 16)
         halves = uuid_raw.view(">u8").reshape(n, 2)
-        mtime = self._take("_mtime", np.int64)
+        fixed = self._take("_fixed", ROW)
+        mtime = fixed["mtime"]
         # Doc ids in recency order: newest mtime first, ties by uuid.
         order = np.lexsort((halves[:, 1], halves[:, 0], -mtime))
         rank = np.empty(n, dtype=np.uint32)
         rank[order] = np.arange(n, dtype=np.uint32)
 
-        def col(attr: str, dtype: type) -> np.ndarray:
-            return self._take(attr, dtype)[order]
+        def col(field: str) -> np.ndarray:
+            return np.ascontiguousarray(fixed[field][order])
 
         w.add(F.DOC_UUID, uuid_raw[order].reshape(-1))
-        w.add(F.DOC_MTIME, mtime[order])
-        w.add(F.DOC_SIZE, col("_size", np.int64))
-        w.add(F.DOC_META, col("_meta", np.uint8))
-        ext_ids, ext_text = _renumber_exts(col("_ext", np.uint16), list(self._exts))
+        w.add(F.DOC_MTIME, col("mtime"))
+        w.add(F.DOC_SIZE, col("size"))
+        w.add(F.DOC_META, col("meta"))
+        ext_ids, ext_text = _renumber_exts(col("ext"), list(self._exts))
         w.add(F.DOC_EXT, ext_ids)
         w.add(F.EXT_TEXT, ext_text)
-        w.add(F.DOC_DUR, col("_dur", np.float32))
-        w.add(F.DOC_WIDTH, col("_width", np.uint32))
-        w.add(F.DOC_HEIGHT, col("_height", np.uint32))
+        w.add(F.DOC_DUR, col("dur"))
+        w.add(F.DOC_WIDTH, col("width"))
+        w.add(F.DOC_HEIGHT, col("height"))
 
         # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
         dirs = sorted(self._dirs)
@@ -194,7 +187,7 @@ class SegmentBuilder:
         for i, d in enumerate(dirs):
             dir_remap[self._dirs[d]] = i
         ndir_of = [self._ndirs[self._dirs[d]] for d in dirs]
-        doc_dir = dir_remap[col("_dir", np.uint32)] if n else np.zeros(0, np.uint32)
+        doc_dir = dir_remap[col("dir")] if n else np.zeros(0, np.uint32)
         w.add(F.DOC_DIR, doc_dir)
         off, text = _text_section(ndir_of)
         w.add(F.DIR_OFF, off)
@@ -205,14 +198,14 @@ class SegmentBuilder:
         w.add(F.DIRDOC, np.argsort(doc_dir, kind="stable").astype(np.uint32))
 
         # Names.
-        off, text = _gather(self.__dict__.pop("_names"), self._take("_name_len", np.uint32),
+        off, text = _gather(self.__dict__.pop("_names"), fixed["name_len"].astype(np.uint32),
                             order)
         w.add(F.NAME_OFF, off)
         w.add(F.NAME_TEXT, text)
-        w.add(F.DOC_STEM, col("_stem", np.uint32))
-        w.add(F.DOC_NAMERANK, self._name_rank(halves)[order])
+        w.add(F.DOC_STEM, col("stem"))
+        w.add(F.DOC_NAMERANK, self._name_rank(halves, fixed["key_len"])[order])
 
-        pair_docs = rank[self._take("_pair_docs", np.uint32)]
+        pair_docs = np.repeat(rank, fixed["terms"])
         del rank
         _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
                         *_dictionary(self.__dict__.pop("_term_ids"),
@@ -231,15 +224,14 @@ class SegmentBuilder:
                         *_dictionary(term_ids, pair_terms, pair_dirs),
                         (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
 
-        hashes = col("_uuid_hash", np.uint64)
+        hashes = col("uhash")
         by_hash = np.argsort(hashes, kind="stable")
         w.add(F.UUID_HASH, hashes[by_hash])
         w.add(F.UUID_HASH_DOC, by_hash.astype(np.uint32))
 
-    def _name_rank(self, halves: np.ndarray) -> np.ndarray:
+    def _name_rank(self, halves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Rank of each doc (in `add` order) by (name sort key, uuid), for the name sorts."""
         n = len(halves)
-        lengths = self._take("_key_len", np.uint32)
         ends = np.cumsum(lengths, dtype=np.int64)
         starts = ends - lengths
         blob = bytes(self.__dict__.pop("_keys"))

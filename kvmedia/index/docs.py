@@ -74,34 +74,32 @@ class DocRow:
                    bool(trash), ext.decode(), dur, width, height)
 
 
-def _number(rec: dict[str, Any], key: str) -> float | None:
-    value = rec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+def _dim(value: Any) -> int:
+    """A width or height as stored in the u32 columns; 0 when unknown."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, min(int(float(value)), 0xFFFFFFFF))
 
 
 def doc_from_record(rec: dict[str, Any]) -> DocRow:
+    """The searchable part of a record (runs for every record of a full rebuild: kept lean,
+    positional, one dict lookup per field). Numbers that are not numbers (a bool, a string)
+    count as unknown."""
+    get = rec.get
     path = get_field(rec, "path") or b""
+    slash = path.rfind(b"/")
     name = get_field(rec, "name")
     if name is None:
-        name = path[path.rfind(b"/") + 1:]
-    dir_ = path[:path.rfind(b"/")] if b"/" in path else b""
-    dur = _number(rec, "duration_sec")
-    width = _number(rec, "width")
-    height = _number(rec, "height")
-    return DocRow(
-        uuid=rec["uuid"],
-        name=name,
-        dir=dir_,
-        nname=A.norm(A.decode(name)),
-        ndir=A.norm_dir(dir_),
-        mtime_ns=int(rec.get("mtime_ns") or 0),
-        size=int(rec.get("size") or 0),
-        type_code=TYPE_CODES.get(rec.get("type") or "other", 4),
-        trash=bool(rec.get("is_trash")),
-        ext=str(rec.get("ext") or "").lower(),
-        dur=math.nan if dur is None else _F32.unpack(_F32.pack(dur))[0],  # as stored
-        width=0 if width is None else max(0, min(int(width), 0xFFFFFFFF)),
-        height=0 if height is None else max(0, min(int(height), 0xFFFFFFFF)),
-    )
+        name = path[slash + 1:]
+    dur = get("duration_sec")
+    if dur is None or isinstance(dur, bool) or not isinstance(dur, int | float):
+        dur = math.nan
+    else:
+        dur = _F32.unpack(_F32.pack(float(dur)))[0]  # as stored
+    width, height = get("width"), get("height")
+    return DocRow(rec["uuid"], name, path[:slash] if slash >= 0 else b"",
+                  A.norm(A.decode(name)), A.norm_dir(path[:slash] if slash >= 0 else b""),
+                  int(get("mtime_ns") or 0), int(get("size") or 0),
+                  TYPE_CODES.get(get("type") or "other", 4), bool(get("is_trash")),
+                  str(get("ext") or "").lower(), dur,
+                  0 if width is None else _dim(width), 0 if height is None else _dim(height))
