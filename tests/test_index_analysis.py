@@ -85,3 +85,27 @@ def test_ascii_subtokens_equal_the_general_rule(raw: str) -> None:
     general: set[str] = set(ws)
     A._subtokens(raw, ws, general)
     assert fast == general
+
+
+_COMPONENT = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet="aAbB1_-. éÉßﬁ²ǅŉ\u0301東京タワー사랑／⁄", max_size=12),
+    st.binary(max_size=6).map(lambda b: b.decode("utf-8", "surrogateescape")),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(parts=st.lists(_COMPONENT, min_size=1, max_size=6))
+def test_folder_terms_equal_terms_of_the_whole_path(parts: list[str]) -> None:
+    """Component-wise analysis with its cache gives exactly `terms()` of the whole folder,
+    for any components (non-UTF-8 bytes, combining marks, ligatures, CJK, slashes that NFKC
+    makes), with the cache warm from other folders or cold."""
+    raw_dir = "/".join(p.replace("/", "") for p in parts).encode("utf-8", "surrogateescape")
+    want = A.terms(A.decode(raw_dir), A.norm_dir(raw_dir))
+    cold = A.FolderTerms()
+    assert cold(raw_dir) == want
+    assert cold(raw_dir) == want  # from the cache
+    warm = A.FolderTerms()
+    for i in range(len(parts)):
+        warm(b"/".join(raw_dir.split(b"/")[i:]))
+    assert warm(raw_dir) == want

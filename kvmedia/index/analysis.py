@@ -122,6 +122,64 @@ def _subtokens(raw: str, ws: list[str], out: set[str]) -> None:
                 out.add(p)
 
 
+class FolderTerms:
+    """`terms()` of folder paths, analysed one path component at a time with a cache, so the
+    parent folders shared by thousands of folders are analysed once (a million files sit in
+    ~270k folders whose components repeat).
+
+    Exact, not an approximation (tests/test_index_analysis.py compares it with `terms()`):
+    words, CJK bigrams and sub-token pieces never cross a "/" (not a word character, and
+    `norm_dir` normalises each component alone), and for ASCII words `_subtokens` and
+    `_ascii_subtokens` agree. The one rule that looks past a component is `_subtokens`' check
+    that a piece lies inside *some* word of the whole text: a component keeps the pieces that
+    pass against its own words, and the rare others are checked against every word of the
+    path when the path is put together."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]] = {}
+
+    def __call__(self, raw_dir: bytes) -> set[str]:
+        out: set[str] = set()
+        pending: list[str] = []
+        cache = self._cache
+        parts = [cache.get(part) or self._component(part) for part in raw_dir.split(b"/")]
+        for sure, _words, unsure in parts:
+            out |= sure
+            pending += unsure
+        if pending:
+            ws = [w for part in parts for w in part[1]]
+            out.update(p for p in pending if any(p in w for w in ws))
+        return out
+
+    def _component(self, part: bytes) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]:
+        """(terms of any path holding `part`, its words, pieces needing the global check)."""
+        raw = decode(part)
+        ws = WORD_RE.findall(norm(raw))
+        out = set(ws)
+        for w in ws:
+            if not w.isascii():
+                for run in _CJK_RUN.findall(w):
+                    out.update(run[i:i + 2] for i in range(len(run) - 1))
+        pending = []
+        for rw in WORD_RE.findall(raw):
+            if rw.isdigit() or (rw.isalpha() and (rw.islower() or rw.isupper() or rw.istitle())):
+                continue
+            pieces = (_SPLIT_ASCII if rw.isascii() else _SPLIT_ANY).findall(rw)
+            if len(pieces) < 2:
+                continue
+            for piece in pieces:
+                p = norm(piece)
+                if not p:
+                    continue
+                if any(p in w for w in ws):
+                    out.add(p)
+                else:
+                    pending.append(p)
+        entry = (frozenset(out), tuple(ws), tuple(pending))
+        self._cache[part] = entry
+        return entry
+
+
 def _ascii_subtokens(raw: str, out: set[str]) -> None:
     """`_subtokens` for ASCII text, faster: nothing to do without a boundary; a word splits
     when it has more than one piece; a lowered piece is always part of its lowered word, one

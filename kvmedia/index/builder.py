@@ -40,13 +40,14 @@ def _dictionary(term_ids: dict[str, int], pair_terms: Sequence[int],
                 pair_targets: Sequence[int]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Sorted terms, posting offsets and postings (targets ascending within each term)."""
     terms = sorted(term_ids)
-    remap = np.empty(len(term_ids), dtype=np.uint32)
-    for new, term in enumerate(terms):
-        remap[term_ids[term]] = new
+    remap = np.empty(len(terms), dtype=np.uint32)
+    remap[np.fromiter((term_ids[t] for t in terms), dtype=np.int64, count=len(terms))] = \
+        np.arange(len(terms), dtype=np.uint32)
     tids = remap[np.asarray(pair_terms, dtype=np.uint32)]
-    targets = np.asarray(pair_targets, dtype=np.uint32)
-    order = np.lexsort((targets, tids))
-    post = targets[order]
+    # One u64 sort of (term << 32 | target) instead of a two-key lexsort: pairs are distinct.
+    keys = (tids.astype(np.uint64) << np.uint64(32)) | np.asarray(pair_targets, dtype=np.uint32)
+    keys.sort()
+    post = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     counts = np.bincount(tids, minlength=len(terms))
     return terms, _offsets(counts), post
 
@@ -83,7 +84,8 @@ def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
     w.add(text_id, text)
     for sid, arr in zip(tri_ids, term_trigrams(off, text), strict=True):
         w.add(sid, arr)
-    rev = sorted(range(len(terms)), key=lambda i: terms[i][::-1])
+    reversed_terms = [t[::-1] for t in terms]
+    rev = sorted(range(len(terms)), key=reversed_terms.__getitem__)
     w.add(rev_id, np.asarray(rev, dtype=np.uint32))
     w.add(poff_id, post_off)
     w.add(post_id, post)
@@ -216,8 +218,9 @@ class SegmentBuilder:
         term_ids: dict[str, int] = {}
         pair_terms = array("I")
         pair_dirs = array("I")
+        folder_terms = A.FolderTerms()
         for i, d in enumerate(dirs):
-            for t in A.terms(A.decode(d), ndir_of[i]):
+            for t in folder_terms(d):
                 pair_terms.append(term_ids.setdefault(t, len(term_ids)))
                 pair_dirs.append(i)
         _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
