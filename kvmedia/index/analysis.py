@@ -73,7 +73,13 @@ def norm_dir(raw_dir: bytes) -> str:
     """Search form of a folder path: each component normalised, joined by "/"."""
     if raw_dir.isascii():
         return norm(raw_dir.decode("ascii"))
-    return "/".join(norm(decode(part)) for part in raw_dir.split(b"/"))
+    return "/".join([_norm_component(part) for part in raw_dir.split(b"/")])
+
+
+@lru_cache(maxsize=65536)
+def _norm_component(part: bytes) -> str:
+    """One folder name normalised: names repeat across folders far more than whole paths."""
+    return norm(decode(part))
 
 
 def stem(normed_name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -20,7 +21,7 @@ import xxhash
 from ..store.keys import name_sort_key
 from . import analysis as A
 from . import format as F
-from .docs import DocRow
+from .docs import DocRow, doc_from_record
 
 
 def _offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -141,6 +142,15 @@ class SegmentBuilder:
             r.mtime_ns, r.size, xxhash.xxh64_intdigest(uuid.encode()), r.dur, r.width,
             r.height, d, xxhash.xxh32_intdigest(A.encode(A.stem(nname))), len(name), len(key),
             len(ts), exts.setdefault(r.ext, len(exts)), (r.type_code & 7) | (r.trash << 3))
+
+    def add_record(self, rec: dict[str, Any]) -> None:
+        """`add(doc_from_record(rec))`, analysing each folder once per segment, not once per
+        file (a full rebuild reads records in uuid order, which no LRU cache survives)."""
+        self.add(doc_from_record(rec, self._norm_dir))
+
+    def _norm_dir(self, raw_dir: bytes) -> str:
+        d = self._dirs.get(raw_dir)
+        return A.norm_dir(raw_dir) if d is None else self._ndirs[d]
 
     def finish(self, path: str, crash_point: Callable[[str], None] | None = None) -> int:
         """Write the segment to `path`; returns its size in bytes. Consumes the builder: each

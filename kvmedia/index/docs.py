@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +82,11 @@ def _dim(value: Any) -> int:
     return max(0, min(int(float(value)), 0xFFFFFFFF))
 
 
-def doc_from_record(rec: dict[str, Any]) -> DocRow:
+def doc_from_record(rec: dict[str, Any],
+                    norm_dir: Callable[[bytes], str] = A.norm_dir) -> DocRow:
     """The searchable part of a record (runs for every record of a full rebuild: kept lean,
     positional, one dict lookup per field). Numbers that are not numbers (a bool, a string)
-    count as unknown."""
+    count as unknown. `norm_dir`: where a caller already knows most folders' search form."""
     get = rec.get
     path = get_field(rec, "path") or b""
     slash = path.rfind(b"/")
@@ -98,7 +100,7 @@ def doc_from_record(rec: dict[str, Any]) -> DocRow:
         dur = _F32.unpack(_F32.pack(float(dur)))[0]  # as stored
     width, height = get("width"), get("height")
     return DocRow(rec["uuid"], name, path[:slash] if slash >= 0 else b"",
-                  A.norm(A.decode(name)), A.norm_dir(path[:slash] if slash >= 0 else b""),
+                  A.norm(A.decode(name)), norm_dir(path[:slash] if slash >= 0 else b""),
                   int(get("mtime_ns") or 0), int(get("size") or 0),
                   TYPE_CODES.get(get("type") or "other", 4), bool(get("is_trash")),
                   str(get("ext") or "").lower(), dur,

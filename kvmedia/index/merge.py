@@ -35,7 +35,7 @@ from ..store.recordstore import RecordStore
 from . import manifest as M
 from .builder import SegmentBuilder
 from .delta import K_GEN, delta_key, iter_delta, read_gen
-from .docs import DocRow, doc_from_record
+from .docs import DocRow
 from .segment import Segment
 from .status import DAMAGED_MARK, MERGE_DELTA_DOCS
 from .status import needs_rebuild as _needs_rebuild
@@ -135,7 +135,7 @@ class IndexMaintainer:
                         self.env.release_pages(trim=False)
                 if full:
                     for rec in RecordStore.iter_records(txn):
-                        builder.add(doc_from_record(rec))
+                        builder.add_record(rec)
                         if len(builder) % RELEASE_EVERY == 0:
                             self.env.release_pages(trim=False)
                     keep: list[M.SegmentEntry] = []
@@ -208,7 +208,7 @@ class IndexMaintainer:
                 for doc in np.flatnonzero(alive).tolist():
                     rec = RecordStore.get(txn, seg.uuid(doc))
                     if rec is not None:
-                        builder.add(doc_from_record(rec))
+                        builder.add_record(rec)
                 continue
             if len(newly) and not dead[newly].all():
                 dead = dead.copy()
