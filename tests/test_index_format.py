@@ -133,3 +133,22 @@ def test_lookup_steps_over_hash_collisions(tmp_path: Path) -> None:
     assert seg.lookup([a]).tolist() == [0]
     assert seg.lookup([a, a]).tolist() == [0, 0]
     assert seg.lookup([b]).tolist() == []  # filed under the wrong hash: not found
+
+
+def test_more_extensions_than_a_u16_holds(tmp_path: Path) -> None:
+    """70,000 distinct extensions (numbered parts, hostile trees) widen DOC_EXT to u32 and
+    every doc keeps its own extension."""
+    n = 70_000
+    rows = [DocRow(f"00000000-0000-5000-8000-{i:012d}", f"part.{i}".encode(), b"/mnt/a",
+                   f"part.{i}", "/mnt/a", i, 1, 4, False, str(i), float("nan"), 0, 0)
+            for i in range(n)]
+    path = str(tmp_path / "s.kvs")
+    build_segment(rows, path)
+    seg = Segment(path, "s.kvs")
+    assert seg.ext.dtype == np.uint32
+    docs = seg.lookup([rows[i].uuid for i in (0, 65_535, 65_536, n - 1)])
+    by_doc = {int(d): seg.uuid(int(d)) for d in docs}
+    for doc, uuid in by_doc.items():
+        assert seg.exts[int(seg.ext[doc])] == str(int(uuid[-12:]))
+    build_segment(rows[:10], path)
+    assert Segment(path, "s.kvs").ext.dtype == np.uint16

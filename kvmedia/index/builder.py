@@ -92,10 +92,10 @@ def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
     w.add(post_id, post)
 
 
-_FIXED = struct.Struct("<qqQfIIIIIHHHB")
+_FIXED = struct.Struct("<qqQfIIIIIHIIB")
 ROW = np.dtype([("mtime", "<i8"), ("size", "<i8"), ("uhash", "<u8"), ("dur", "<f4"),
                 ("width", "<u4"), ("height", "<u4"), ("dir", "<u4"), ("stem", "<u4"),
-                ("name_len", "<u4"), ("key_len", "<u2"), ("terms", "<u2"), ("ext", "<u2"),
+                ("name_len", "<u4"), ("key_len", "<u2"), ("terms", "<u4"), ("ext", "<u4"),
                 ("meta", "u1")])
 """The fixed-width part of one document as `SegmentBuilder` keeps it: mtime_ns, size, xxh64 of
 the uuid text, duration, width, height, folder id, xxh32 of the name stem, byte lengths of the
@@ -257,13 +257,15 @@ class SegmentBuilder:
 
 
 def _renumber_exts(ids: np.ndarray, exts: list[str]) -> tuple[np.ndarray, bytes]:
-    """Extension ids renumbered by first appearance in doc order, and their text section."""
+    """Extension ids renumbered by first appearance in doc order (u16, or u32 for a segment
+    with more than 65,536 distinct extensions), and their text section."""
     if not len(ids):
-        return ids, b""
+        return ids.astype(np.uint16), b""
     uniq, first = np.unique(ids, return_index=True)
     seen = uniq[np.argsort(first)]
-    remap = np.zeros(len(exts), dtype=np.uint16)
-    remap[seen] = np.arange(len(seen), dtype=np.uint16)
+    dtype = np.uint16 if len(seen) <= 1 << 16 else np.uint32
+    remap = np.zeros(len(exts), dtype=dtype)
+    remap[seen] = np.arange(len(seen), dtype=dtype)
     return remap[ids], b"".join(A.encode(exts[e]) + b"\n" for e in seen.tolist())
 
 
