@@ -201,7 +201,8 @@ def test_disk_full_data_dir_during_trash(tree: Path, tmp_path: Path, tmpfs: Moun
         assert r["uuid"] not in stuck or r.get("is_trash")
     os.unlink(filler)
     left = [u for u, p in trashed.items() if os.path.exists(p)]
-    assert kv(data_dir, "restore", *left).returncode == 0
+    if left:  # none when every restore above still fitted
+        assert kv(data_dir, "restore", *left).returncode == 0
     assert set(files) <= fs_files(tree)
     assert_consistent(data_dir, tree)
 
