@@ -181,3 +181,44 @@ def test_non_utf8_names_are_searchable(tmp_path: Path) -> None:
         assert assert_same(lib, "ok").total == 1
         assert assert_same(lib, "caf").total == 1
     lib.close()
+
+
+def test_answers_stay_right_when_every_search_lets_go_of_its_pages(
+        corpus_lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a zero mapped-page budget each search drops the segment and LMDB pages it mapped
+    (madvise): the next ones fault them back in from the page cache and answer the same."""
+    from kvmedia.search import engine as E
+
+    monkeypatch.setattr(E, "MAPPED_BUDGET", 0)
+    monkeypatch.setattr(E, "BUDGET_CHECK_EVERY", 1)
+    for query in FIXED_QUERIES[:40]:
+        assert_same(corpus_lib, query, limit=40)
+
+
+def test_a_released_segment_file_drops_its_mapped_pages(tmp_path: Path) -> None:
+    from kvmedia.index import format as F
+    from kvmedia.index.builder import SegmentBuilder
+    from kvmedia.index.docs import DocRow
+
+    def mapped() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[2]) * 4096
+
+    b = SegmentBuilder()
+    for i in range(40_000):
+        b.add(DocRow(f"00000000-0000-5000-8000-{i:012d}", f"holiday {i}.jpg".encode(),
+                     b"/mnt/a/%d" % (i % 997), f"holiday {i}.jpg", f"/mnt/a/{i % 997}", i, i,
+                     3, False, "jpg", float("nan"), 0, 0))
+    path = str(tmp_path / "s.kvs")
+    size = b.finish(path)
+    f = F.SegmentFile(path)
+    names = f.array(F.NAME_TEXT)
+    before = mapped()
+    total = sum(int(f.array(sid).view("u1").sum()) for sid in F.SECTION_IDS.values())
+    touched = mapped()
+    assert touched - before > size // 2
+    f.release_pages()
+    assert mapped() - before < size // 10
+    assert sum(int(f.array(sid).view("u1").sum()) for sid in F.SECTION_IDS.values()) == total
+    assert bytes(names[:8]) == b"holiday "
+    f.close()

@@ -306,6 +306,14 @@ class SegmentFile:
             cand = cand[data[cand + j] == needle[j]]
         return cand.astype(np.int64) + start
 
+    def release_pages(self) -> None:
+        """Drop this process's mapping of the file's pages (they stay in the page cache and
+        fault back in when read; the file never changes, so every view stays valid)."""
+        try:
+            self._mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError, AttributeError):  # closed, or no madvise on this OS
+            pass
+
     def close(self) -> None:
         """Unmap now if no numpy view is alive; otherwise the mapping goes with the last view."""
         try:
