@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from functools import lru_cache
 
 WORD_RE = re.compile(r"[^\W_]+")
@@ -105,17 +106,21 @@ def terms(raw: str, normed: str) -> set[str]:
     if raw.isascii():
         _ascii_subtokens(raw, out)
         return out
-    for w in ws:
-        if not w.isascii():
-            for run in _CJK_RUN.findall(w):
-                out.update(run[i:i + 2] for i in range(len(run) - 1))
+    _cjk_bigrams(ws, out)
     _subtokens(raw, ws, out)
     return out
 
 
-def _subtokens(raw: str, ws: list[str], out: set[str]) -> None:
-    """Add the letter/digit and camelCase pieces of the words of `raw` that are part of a
-    word of `ws` (the normalised words)."""
+def _cjk_bigrams(ws: list[str], out: set[str]) -> None:
+    """Add the CJK/kana/Hangul bigrams of the words `ws`."""
+    for w in ws:
+        if not w.isascii():
+            for run in _CJK_RUN.findall(w):
+                out.update(run[i:i + 2] for i in range(len(run) - 1))
+
+
+def _pieces(raw: str) -> Iterator[str]:
+    """The normalised letter/digit and camelCase pieces of the words of `raw` that split."""
     for rw in WORD_RE.findall(raw):
         if rw.isdigit() or (rw.isalpha() and (rw.islower() or rw.isupper() or rw.istitle())):
             continue
@@ -124,8 +129,16 @@ def _subtokens(raw: str, ws: list[str], out: set[str]) -> None:
             continue
         for piece in pieces:
             p = norm(piece)
-            if p and p not in out and any(p in w for w in ws):
-                out.add(p)
+            if p:
+                yield p
+
+
+def _subtokens(raw: str, ws: list[str], out: set[str]) -> None:
+    """Add the letter/digit and camelCase pieces of the words of `raw` that are part of a
+    word of `ws` (the normalised words)."""
+    for p in _pieces(raw):
+        if p not in out and any(p in w for w in ws):
+            out.add(p)
 
 
 class FolderTerms:
@@ -162,25 +175,13 @@ class FolderTerms:
         raw = decode(part)
         ws = WORD_RE.findall(norm(raw))
         out = set(ws)
-        for w in ws:
-            if not w.isascii():
-                for run in _CJK_RUN.findall(w):
-                    out.update(run[i:i + 2] for i in range(len(run) - 1))
+        _cjk_bigrams(ws, out)
         pending = []
-        for rw in WORD_RE.findall(raw):
-            if rw.isdigit() or (rw.isalpha() and (rw.islower() or rw.isupper() or rw.istitle())):
-                continue
-            pieces = (_SPLIT_ASCII if rw.isascii() else _SPLIT_ANY).findall(rw)
-            if len(pieces) < 2:
-                continue
-            for piece in pieces:
-                p = norm(piece)
-                if not p:
-                    continue
-                if any(p in w for w in ws):
-                    out.add(p)
-                else:
-                    pending.append(p)
+        for p in _pieces(raw):
+            if any(p in w for w in ws):
+                out.add(p)
+            else:
+                pending.append(p)
         entry = (frozenset(out), tuple(ws), tuple(pending))
         self._cache[part] = entry
         return entry
