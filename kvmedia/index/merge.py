@@ -205,10 +205,12 @@ class IndexMaintainer:
             if entry in fold:
                 alive = ~dead
                 alive[newly] = False
-                for doc in np.flatnonzero(alive).tolist():
+                for i, doc in enumerate(np.flatnonzero(alive).tolist(), 1):
                     rec = RecordStore.get(txn, seg.uuid(doc))
                     if rec is not None:
                         builder.add_record(rec)
+                    if i % RELEASE_EVERY == 0:
+                        self.env.release_pages(trim=False)
                 continue
             if len(newly) and not dead[newly].all():
                 dead = dead.copy()
