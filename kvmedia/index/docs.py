@@ -98,10 +98,8 @@ def doc_from_record(rec: dict[str, Any],
         dur = math.nan
     else:
         dur = _F32.unpack(_F32.pack(float(dur)))[0]  # as stored
-    width, height = get("width"), get("height")
-    return DocRow(rec["uuid"], name, path[:slash] if slash >= 0 else b"",
-                  A.norm(A.decode(name)), norm_dir(path[:slash] if slash >= 0 else b""),
+    dir_ = path[:slash] if slash >= 0 else b""
+    return DocRow(rec["uuid"], name, dir_, A.norm(A.decode(name)), norm_dir(dir_),
                   int(get("mtime_ns") or 0), int(get("size") or 0),
                   TYPE_CODES.get(get("type") or "other", 4), bool(get("is_trash")),
-                  str(get("ext") or "").lower(), dur,
-                  0 if width is None else _dim(width), 0 if height is None else _dim(height))
+                  str(get("ext") or "").lower(), dur, _dim(get("width")), _dim(get("height")))

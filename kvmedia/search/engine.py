@@ -105,7 +105,8 @@ class _State:
 
 
 MAPPED_BUDGET = 64 << 20
-"""File pages (segments, LMDB) a searching process keeps mapped before it lets go of them.
+"""File pages (segments, LMDB) a searching process keeps mapped, above what stays mapped
+after a release (shared libraries, other files), before it lets go of them.
 A search maps the pages it reads, and the kernel maps neighbouring cached pages with each
 fault; a server or a script running many searches would otherwise end up holding most of the
 index and the records in its RSS. Released pages stay in the page cache: the next search
@@ -127,6 +128,7 @@ class SearchEngine:
     def __init__(self, env: Env, data_dir: str) -> None:
         self.env = env
         self._searches = 0
+        self._mapped_floor = 0  # file bytes still mapped right after the last release
         self.maintainer = IndexMaintainer(env, data_dir)
         self.index_dir = self.maintainer.index_dir
         self.delta_writer = DeltaWriter()
@@ -249,12 +251,14 @@ class SearchEngine:
 
     def _keep_mapped_pages_in_budget(self) -> None:
         self._searches += 1
-        if self._searches % BUDGET_CHECK_EVERY or _mapped_file_bytes() <= MAPPED_BUDGET:
+        if self._searches % BUDGET_CHECK_EVERY or (
+                _mapped_file_bytes() <= self._mapped_floor + MAPPED_BUDGET):
             return
         self.env.release_pages(trim=False)
         if self._state is not None:
             for seg, _dead in self._state.segments:
                 seg.file.release_pages()
+        self._mapped_floor = _mapped_file_bytes()
 
     @staticmethod
     def _type_keys_ok(q: Query) -> bool:
