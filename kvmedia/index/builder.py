@@ -1,7 +1,8 @@
 """Build one segment file from `DocRow`s (see format.py for the layout it fills).
 
 `SegmentBuilder.add()` takes one document at a time and keeps it only as packed columns
-(fixed-width arrays, byte blobs with lengths, (term, doc) pairs): about 150 bytes a document
+(one fixed-width `ROW`, byte blobs for the name and its sort key, the ids of its name terms,
+the raw uuid): about 150 bytes a document
 and no Python object per document, so a merge of a million new files — the end of a first
 scan — stays within a few hundred MB. `finish()` sorts the documents into recency order with
 numpy and writes the sections. The only expensive Python step is analysis (`terms()` per name
