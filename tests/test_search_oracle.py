@@ -190,7 +190,7 @@ def test_answers_stay_right_when_every_search_lets_go_of_its_pages(
     from kvmedia.search import engine as E
 
     monkeypatch.setattr(E, "MAPPED_BUDGET", 0)
-    monkeypatch.setattr(E, "BUDGET_CHECK_EVERY", 1)
+    monkeypatch.setattr(E, "BUDGET_CHECK_EVERY", 1)  # the default; kept explicit
     for query in FIXED_QUERIES[:40]:
         assert_same(corpus_lib, query, limit=40)
 
