@@ -205,6 +205,7 @@ class SegmentBuilder:
         off, text = _text_section(ndir_of)
         w.add(F.DIR_OFF, off)
         w.add(F.DIR_TEXT, text)
+        w.add(F.DIR_PAIRS, pair_bitmap(text))
         w.add(F.DIRRAW_OFF, _offsets([len(d) for d in dirs]))
         w.add(F.DIRRAW_TEXT, b"".join(dirs))
         w.add(F.DIRDOC_OFF, _offsets(np.bincount(doc_dir, minlength=len(dirs))))
@@ -215,6 +216,7 @@ class SegmentBuilder:
                             order)
         w.add(F.NAME_OFF, off)
         w.add(F.NAME_TEXT, text)
+        w.add(F.NAME_PAIRS, pair_bitmap(text))
         w.add(F.DOC_STEM, col("stem"))
         w.add(F.DOC_NAMERANK, self._name_rank(halves, fixed["key_len"])[order])
 
@@ -268,6 +270,17 @@ def _renumber_exts(ids: np.ndarray, exts: list[str]) -> tuple[np.ndarray, bytes]
     remap = np.zeros(len(exts), dtype=dtype)
     remap[seen] = np.arange(len(seen), dtype=dtype)
     return remap[ids], b"".join(A.encode(exts[e]) + b"\n" for e in seen.tolist())
+
+
+def pair_bitmap(text: np.ndarray | bytes, chunk: int = 1 << 20) -> np.ndarray:
+    """Which byte pairs occur in `text`: 65,536 bits, bit b0 << 8 | b1 (numpy packbits,
+    little bit order). 8 KB that let a search skip scanning a text it cannot match in."""
+    data = np.frombuffer(text, dtype=np.uint8) if isinstance(text, bytes) else text
+    seen = np.zeros(1 << 16, dtype=bool)
+    for lo in range(0, max(len(data) - 1, 0), chunk):
+        a = data[lo:lo + chunk + 1]
+        seen[(a[:-1].astype(np.uint16) << 8) | a[1:]] = True
+    return np.packbits(seen, bitorder="little")
 
 
 _GATHER_CHUNK = 1 << 16

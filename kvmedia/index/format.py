@@ -88,6 +88,9 @@ NTRI_TERM = 35     # u32[]     ids of the name terms holding each trigram, ascen
 DTRI_KEY = 36      # u32[h]    the same for the folder terms
 DTRI_OFF = 37      # u32[h+1]
 DTRI_TERM = 38     # u32[]
+NAME_PAIRS = 39    # u8[8192]  bitmap of the byte pairs in NAME_TEXT: bit (b0 << 8 | b1), LSB first
+DIR_PAIRS = 40     # u8[8192]  the same for DIR_TEXT (both optional: a text scan skips a
+                   #           section missing a pair of the needle)
 
 SECTION_IDS = {name: value for name, value in globals().items()
                if name.isupper() and isinstance(value, int) and name not in

@@ -7,6 +7,9 @@ per-query decoding of the whole segment.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +24,72 @@ CHECK_MIN_CANDIDATES = 512
 section; above it, the budget grows with the section (about 1 µs a check vs 1 ms a MB)."""
 
 
+CACHE_BYTES = 16 << 20
+"""Results of expensive lookups each segment keeps for the next searches (least recently
+used go first): the tier maps of words matching many docs (`a`, `s`, `img`: the first
+keystrokes of every search-as-you-type) and the occurrence lists of text scans (typing
+`img_`, `img_2`, `img_20`... finds each longer needle among the occurrences of the shorter
+one instead of scanning the text again, ~20 ms at a million names). Segments never change,
+so an entry never goes stale; deletes are applied after, through the live mask.
+KVMEDIA_SEARCH_CACHE_MB sets it (0 turns the caches off)."""
+
+
+CACHE_MIN_TEXT_BYTES = 1 << 20
+"""Texts smaller than this are scanned again rather than cached (~1 ms a megabyte)."""
+
+
+def _cache_budget() -> int:
+    raw = os.environ.get("KVMEDIA_SEARCH_CACHE_MB")
+    try:
+        return int(float(raw) * (1 << 20)) if raw else CACHE_BYTES
+    except ValueError:
+        return CACHE_BYTES
+
+
+class ArrayCache:
+    """A thread-safe LRU of tuples of numpy arrays, bounded by their bytes (a server searches
+    on a thread pool). Stored arrays are made read-only: a caller that changed one would
+    corrupt later answers, so it fails loudly instead."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._items: OrderedDict[tuple[object, ...], tuple[np.ndarray, ...]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> tuple[np.ndarray, ...] | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[object, ...], arrays: tuple[np.ndarray, ...]) -> None:
+        size = sum(a.nbytes for a in arrays)
+        if size > self.budget // 4:
+            return  # an entry may not push out most of the others
+        for a in arrays:
+            a.flags.writeable = False
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = arrays
+            self._bytes += size
+            while self._bytes > self.budget:
+                _k, old = self._items.popitem(last=False)
+                self._bytes -= sum(a.nbytes for a in old)
+
+    def items(self) -> list[tuple[tuple[object, ...], tuple[np.ndarray, ...]]]:
+        with self._lock:
+            return list(self._items.items())
+
+
 def sorted_unique(a: np.ndarray, *, presorted: bool = False) -> np.ndarray:
     """np.unique for integer ids, by sort + neighbour compare (numpy's hash-based unique is
     several times slower on the 10^4..10^6-element sets queries produce)."""
     if len(a) < 2:
         return a
-    if not presorted:
+    if not presorted and not (a[1:] >= a[:-1]).all():  # one pass; most sets come sorted
         a = np.sort(a)
     keep = np.empty(len(a), dtype=bool)
     keep[0] = True
@@ -158,6 +221,84 @@ def gather(off: np.ndarray, data: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return data[np.arange(total, dtype=np.int64) + np.repeat(shift, lens)]
 
 
+class TextOccurrences:
+    """Where needles occur in a segment's texts: scans through mmap + numpy, skipped when the
+    section's pair bitmap lacks a byte pair of the needle, and refined from a cached shorter
+    needle when one is inside the new one."""
+
+    def __init__(self, file: F.SegmentFile, cache: ArrayCache) -> None:
+        self.file = file
+        self.cache = cache
+        self._pairs: dict[int, np.ndarray | None] = {}
+
+    def may_contain(self, section: int, needle: bytes) -> bool:
+        """False when some byte pair (or single byte) of `needle` is nowhere in the text."""
+        pairs_id = {F.NAME_TEXT: F.NAME_PAIRS, F.DIR_TEXT: F.DIR_PAIRS}.get(section)
+        if pairs_id is None:
+            return True
+        if section not in self._pairs:
+            self._pairs[section] = (self.file.array(pairs_id) if self.file.has(pairs_id)
+                                    else None)
+        bits = self._pairs[section]
+        if bits is None or not needle:
+            return True
+        if len(needle) == 1:  # every byte of the text is followed by one (each ends in \n)
+            return bool(bits[needle[0] << 5:(needle[0] + 1) << 5].any())
+        for i in range(len(needle) - 1):
+            v = (needle[i] << 8) | needle[i + 1]
+            if not (int(bits[v >> 3]) >> (v & 7)) & 1:
+                return False
+        return True
+
+    def find(self, section: int, needle: bytes, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, line ids) of every occurrence of `needle` in text `section`, whose
+        lines start at `off` (the line of a position is its doc or folder id); both
+        ascending."""
+        if not self.may_contain(section, needle):
+            return EMPTY, EMPTY
+        key = ("text", section, needle)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit[0], hit[1]
+        base = self._base(section, needle)
+        if base is not None:
+            pos, ids = self._refine(section, needle, *base)
+        else:
+            pos = self.file.find_all(section, needle)
+            ids = (np.searchsorted(off, pos.astype(np.uint64), side="right").astype(np.int64) - 1
+                   if len(pos) else EMPTY)
+        if len(self.file.blob(section)) >= CACHE_MIN_TEXT_BYTES:
+            self.cache.put(key, (pos.astype(np.uint32), ids.astype(np.uint32)))
+        return pos, ids
+
+    def _base(self, section: int, needle: bytes) -> tuple[bytes, np.ndarray, np.ndarray] | None:
+        """The cached needle inside `needle` with the fewest occurrences."""
+        best = None
+        for key, arrays in self.cache.items():
+            if key[0] == "text" and key[1] == section and isinstance(key[2], bytes) and (
+                    key[2] in needle) and (best is None or len(arrays[0]) < len(best[1])):
+                best = (key[2], arrays[0], arrays[1])
+        return best
+
+    def _refine(self, section: int, needle: bytes, inner: bytes, pos: np.ndarray,
+                ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Occurrences of `needle` from those of `inner` (a part of it): an occurrence of the
+        needle at p holds `inner` at p + shift, in the same line (no needle holds a newline)."""
+        text = np.frombuffer(self.file.blob(section), dtype=np.uint8)
+        shift = needle.find(inner)
+        p = pos.astype(np.int64) - shift
+        line = ids.astype(np.int64)
+        ok = (p >= 0) & (p + len(needle) <= len(text))
+        if not ok.all():
+            p, line = p[ok], line[ok]
+        for j, byte in enumerate(needle):
+            if shift <= j < shift + len(inner) or not len(p):
+                continue
+            keep = np.flatnonzero(text[p + j] == byte)  # take() beats boolean indexing
+            p, line = p.take(keep), line.take(keep)
+        return p, line
+
+
 class Segment:
     """One opened segment. `name` is its file name in the index directory."""
 
@@ -190,6 +331,8 @@ class Segment:
                              f.array(F.DPOST_OFF), f.array(F.DPOST),
                              self._trigrams(F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
         self.exts = [e.decode() for e in f.bytes_of(F.EXT_TEXT).split(b"\n")[:-1]]
+        self.cache = ArrayCache(_cache_budget())
+        self.texts = TextOccurrences(f, self.cache)
         self.n_dirs = len(self.dir_off) - 1
 
     def _trigrams(self, key_id: int, off_id: int, term_id: int
@@ -232,11 +375,8 @@ class Segment:
 
     def name_text_hits(self, needle: bytes) -> np.ndarray:
         """Docs whose normalised name contains `needle` (which holds no newline)."""
-        hits = self.file.find_all(F.NAME_TEXT, needle)
-        if not len(hits):
-            return EMPTY
-        return sorted_unique(np.searchsorted(self.name_off, np.asarray(hits, dtype=np.uint64),
-                                             side="right") - 1, presorted=True)
+        return sorted_unique(self.texts.find(F.NAME_TEXT, needle, self.name_off)[1],
+                             presorted=True)
 
     def text_hits_via_terms(self, needle: bytes, word: bytes, folders: bool
                             ) -> np.ndarray | None:
@@ -246,8 +386,13 @@ class Segment:
         one by one; None when there are so many that scanning all the text is cheaper."""
         d = self.dirs if folders else self.names
         section, off = (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
-        cand = sorted_unique(d.postings(d.containing(word)))
-        if len(cand) > max(CHECK_MIN_CANDIDATES, len(self.file.blob(section)) // 2000):
+        budget = max(CHECK_MIN_CANDIDATES, len(self.file.blob(section)) // 2000)
+        ids = d.containing(word)
+        if len(ids) > budget or int(d.post_off[ids + 1].astype(np.int64).sum()
+                                    - d.post_off[ids].astype(np.int64).sum()) > 4 * budget:
+            return None  # more postings than candidates worth checking: skip the gather
+        cand = sorted_unique(d.postings(ids))
+        if len(cand) > budget:
             return None
         text = self.file.blob(section)
         starts = off[cand].tolist()
@@ -257,11 +402,9 @@ class Segment:
         return cand[keep]
 
     def dir_text_hits(self, needle: bytes) -> np.ndarray:
-        hits = self.file.find_all(F.DIR_TEXT, needle)
-        if not len(hits):
-            return EMPTY
-        return sorted_unique(np.searchsorted(self.dir_off, np.asarray(hits, dtype=np.uint64),
-                                             side="right") - 1, presorted=True)
+        """Folder ids whose normalised path contains `needle` (which holds no newline)."""
+        return sorted_unique(self.texts.find(F.DIR_TEXT, needle, self.dir_off)[1],
+                             presorted=True)
 
     def dir_prefix_range(self, prefix: bytes) -> tuple[int, int]:
         """Folder ids whose raw path starts with `prefix` (folders sorted by raw bytes)."""
