@@ -1,0 +1,176 @@
+"""The per-segment search caches (word maps, text-scan occurrences) and the byte-pair bitmaps
+never change an answer: typed sequences, deletes between keystrokes and random texts are
+checked against the brute-force oracle and against plain scans."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from search_helpers import assert_same, delete_uuids, gen_corpus, put_paths
+
+from kvmedia import Library
+from kvmedia.index import format as F
+from kvmedia.index import segment
+from kvmedia.index.builder import pair_bitmap
+from kvmedia.index.segment import ArrayCache, TextOccurrences
+
+TYPED = ["img_2023", "IMG_0", "s01e0", "Sherlock.S0", "love_", "- love", "a.b", "(20",
+         "photos/2023/0", "dsc0", "bãi_b", "_20230", "e.j", "京"]
+
+
+def prefixes(word: str) -> list[str]:
+    return [word[:i] for i in range(1, len(word) + 1)]
+
+
+@pytest.fixture
+def typing_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Library]:
+    """One segment over a generated corpus, with every text big enough to be cached."""
+    monkeypatch.setattr(segment, "CACHE_MIN_TEXT_BYTES", 0)
+    monkeypatch.setattr("kvmedia.search.planner.WORD_CACHE_MIN_DOCS", 1)
+    lib = Library.open(tmp_path / "data")
+    put_paths(lib, list(gen_corpus.paths(1500, seed=11)))
+    lib.optimize()
+    yield lib
+    lib.close()
+
+
+def _segments(lib: Library) -> list[segment.Segment]:
+    lib.search("zzzzq")  # loads the current segments
+    state = lib.search_engine._state
+    assert state is not None
+    return [seg for seg, _dead in state.segments]
+
+
+def test_typing_then_backspacing_matches_oracle(typing_lib: Library) -> None:
+    for word in TYPED:
+        for q in prefixes(word) + prefixes(word)[::-1]:
+            assert_same(typing_lib, q, limit=30)
+    cached = [k for seg in _segments(typing_lib) for k, _ in seg.cache.items()]
+    assert any(k[0] == "text" for k in cached) and any(k[0] == "word" for k in cached)
+
+
+def test_deletes_between_keystrokes_reach_cached_answers(typing_lib: Library) -> None:
+    """A cached map is the segment's before deletes: each search applies the live mask."""
+    rng = random.Random(5)
+    for word in ("img_2", "love", "s0", "a"):
+        for q in prefixes(word):
+            assert_same(typing_lib, q, limit=30)
+        hits = typing_lib.search(word, limit=None).hits
+        assert hits, word
+        delete_uuids(typing_lib, [h["uuid"] for h in rng.sample(hits, min(5, len(hits)))])
+        for q in prefixes(word):
+            assert_same(typing_lib, q, limit=30)
+
+
+def test_no_cache_when_the_budget_is_zero(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMEDIA_SEARCH_CACHE_MB", "0")
+    monkeypatch.setattr(segment, "CACHE_MIN_TEXT_BYTES", 0)
+    with Library.open(tmp_path / "data") as lib:
+        put_paths(lib, list(gen_corpus.paths(300, seed=2)))
+        lib.optimize()
+        for q in prefixes("img_2023") + ["a", "e"]:
+            assert_same(lib, q, limit=20)
+        assert all(not seg.cache.items() for seg in _segments(lib))
+
+
+def test_array_cache_evicts_least_recently_used_and_freezes_entries() -> None:
+    cache = ArrayCache(budget=4000)
+    a, b, c = (np.zeros(100, dtype=np.int64) for _ in range(3))  # 800 bytes each
+    cache.put(("a",), (a,))
+    cache.put(("b",), (b,))
+    cache.put(("c",), (c,))
+    assert cache.get(("a",)) is not None  # now most recent
+    for k in ("d", "e", "f"):  # the sixth entry passes 4,000 bytes: the oldest, b, goes
+        cache.put((k,), (np.zeros(100, dtype=np.int64),))
+    assert [k for k, _ in cache.items()] == [("c",), ("a",), ("d",), ("e",), ("f",)]
+    with pytest.raises(ValueError):
+        a[0] = 1  # stored arrays are read-only
+    cache.put(("big",), (np.zeros(126, dtype=np.int64),))  # over a quarter of the budget
+    assert cache.get(("big",)) is None
+
+
+texts = st.lists(st.text(alphabet="ab_.-/ 1é京\u0301", min_size=0, max_size=12),
+                 min_size=1, max_size=40)
+needles = st.text(alphabet="ab_.-/ 1é京\u0301", min_size=1, max_size=6)
+
+
+def _section(lines: list[str]) -> tuple[bytes, np.ndarray]:
+    raw = [line.encode() + b"\n" for line in lines]
+    off = np.zeros(len(raw) + 1, dtype=np.uint32)
+    np.cumsum([len(r) for r in raw], out=off[1:])
+    return b"".join(raw), off
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=texts, needle=needles)
+def test_pair_bitmap_is_exactly_the_pairs_and_never_denies_a_match(lines: list[str],
+                                                                   needle: str) -> None:
+    text, _off = _section(lines)
+    bits = np.unpackbits(pair_bitmap(text, chunk=7), bitorder="little")
+    assert set(np.flatnonzero(bits).tolist()) == {
+        (text[i] << 8) | text[i + 1] for i in range(len(text) - 1)}
+
+
+@pytest.fixture(scope="module")
+def random_segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[segment.Segment]:
+    """A real segment whose names hold punctuation, accents and CJK; many repeats."""
+    rng = random.Random(9)
+    parts = ["img", "_", "2023", ".", "a", "b", "-", "é", "京", " ", "s01e02", "1"]
+    items = []
+    for i in range(2500):
+        name = "".join(rng.choice(parts) for _ in range(rng.randrange(1, 7))).strip() or "x"
+        items.append((f"/mnt/vol1/d{rng.randrange(30)}/{name}.jpg".encode(), i, i * 1000))
+    lib = Library.open(tmp_path_factory.mktemp("seg") / "data")
+    put_paths(lib, items)
+    lib.optimize()
+    seg = _segments(lib)[0]
+    yield seg
+    lib.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(typed=st.lists(st.sampled_from(["img_2023", "a.b-", "_20", "s01e02.", "é京 1", "b_a",
+                                       "23.a", "京_"]), min_size=1, max_size=4),
+       budget=st.sampled_from([0, 3000, 1 << 24]))
+def test_text_occurrences_equal_a_scan_whatever_is_cached(random_segment: segment.Segment,
+                                                          typed: list[str],
+                                                          budget: int) -> None:
+    seg = random_segment
+    occ = TextOccurrences(seg.file, ArrayCache(budget))
+    for word in typed:
+        for needle in prefixes(word) + [word[1:], word[2:]]:
+            if not needle:
+                continue
+            nb = needle.encode()
+            for section, off in ((F.NAME_TEXT, seg.name_off), (F.DIR_TEXT, seg.dir_off)):
+                text = seg.file.bytes_of(section)
+                want = [i for i in range(len(text)) if text.startswith(nb, i)]
+                pos, ids = _find_cached(occ, section, nb, off)
+                assert pos.tolist() == want
+                assert ids.tolist() == [int(np.searchsorted(off, p, side="right")) - 1
+                                        for p in want]
+
+
+def _find_cached(occ: TextOccurrences, section: int, needle: bytes, off: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    saved = segment.CACHE_MIN_TEXT_BYTES
+    segment.CACHE_MIN_TEXT_BYTES = 0  # this segment's texts are small: cache them anyway
+    try:
+        return occ.find(section, needle, off)
+    finally:
+        segment.CACHE_MIN_TEXT_BYTES = saved
+
+
+def test_a_needle_with_a_missing_pair_skips_the_scan(random_segment: segment.Segment) -> None:
+    occ = random_segment.texts
+    assert not occ.may_contain(F.DIR_TEXT, b"_")  # folders are d0..d29
+    assert not occ.may_contain(F.NAME_TEXT, b"zz")
+    assert occ.may_contain(F.NAME_TEXT, b"img_")
+    assert occ.may_contain(F.DIR_TEXT, b"/d1")
