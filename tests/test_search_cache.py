@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from search_helpers import assert_same, delete_uuids, gen_corpus, put_paths
 
 from kvmedia import Library
+from kvmedia.index import analysis as A
 from kvmedia.index import format as F
 from kvmedia.index import segment
 from kvmedia.index.builder import pair_bitmap
@@ -138,10 +140,10 @@ def random_segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[segment
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(typed=st.lists(st.sampled_from(["img_2023", "a.b-", "_20", "s01e02.", "é京 1", "b_a",
                                        "23.a", "京_"]), min_size=1, max_size=4),
-       budget=st.sampled_from([0, 3000, 1 << 24]))
+       budget=st.sampled_from([0, 3000, 1 << 24]), use_terms=st.booleans())
 def test_text_occurrences_equal_a_scan_whatever_is_cached(random_segment: segment.Segment,
-                                                          typed: list[str],
-                                                          budget: int) -> None:
+                                                          typed: list[str], budget: int,
+                                                          use_terms: bool) -> None:
     seg = random_segment
     occ = TextOccurrences(seg.file, ArrayCache(budget))
     for word in typed:
@@ -152,18 +154,22 @@ def test_text_occurrences_equal_a_scan_whatever_is_cached(random_segment: segmen
             for section, off in ((F.NAME_TEXT, seg.name_off), (F.DIR_TEXT, seg.dir_off)):
                 text = seg.file.bytes_of(section)
                 want = [i for i in range(len(text)) if text.startswith(nb, i)]
-                pos, ids = _find_cached(occ, section, nb, off)
+                words = [w.encode() for w in A.words(needle)]
+                folders = section == F.DIR_TEXT
+                pos, ids = _find_cached(occ, section, nb, off, (
+                    lambda w=words, f=folders: seg.candidate_lines(w, f)) if use_terms else None)
                 assert pos.tolist() == want
                 assert ids.tolist() == [int(np.searchsorted(off, p, side="right")) - 1
                                         for p in want]
 
 
-def _find_cached(occ: TextOccurrences, section: int, needle: bytes, off: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _find_cached(occ: TextOccurrences, section: int, needle: bytes, off: np.ndarray,
+                 candidates: Any) -> tuple[np.ndarray, np.ndarray]:
     saved = segment.CACHE_MIN_TEXT_BYTES
     segment.CACHE_MIN_TEXT_BYTES = 0  # this segment's texts are small: cache them anyway
     try:
-        return occ.find(section, needle, off)
+        pos, ids, _how = occ.find(section, needle, off, candidates)
+        return pos, ids
     finally:
         segment.CACHE_MIN_TEXT_BYTES = saved
 
@@ -174,3 +180,28 @@ def test_a_needle_with_a_missing_pair_skips_the_scan(random_segment: segment.Seg
     assert not occ.may_contain(F.NAME_TEXT, b"zz")
     assert occ.may_contain(F.NAME_TEXT, b"img_")
     assert occ.may_contain(F.DIR_TEXT, b"/d1")
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.text(alphabet="ab_.-/ 1é京\u0301", min_size=0, max_size=90),
+                      min_size=1, max_size=40),
+       needle=needles, pick=st.lists(st.integers(0, 39), max_size=40),
+       chunk=st.sampled_from([1, 5, 64, 1 << 20]), window=st.sampled_from([2, 8, 64]))
+def test_line_occurrences_equal_a_check_of_each_line(lines: list[str], needle: str,
+                                                     pick: list[int], chunk: int,
+                                                     window: int) -> None:
+    """Short lines take the window path, long ones the gathered one (lines up to ~270
+    bytes against windows of 2-64); every occurrence is found, in position order."""
+    text, off = _section(lines)
+    ids = sorted({i for i in pick if i < len(lines)})
+    nb = needle.encode()
+    saved = segment.LINES_CHUNK_BYTES, segment.LINE_WINDOW
+    segment.LINES_CHUNK_BYTES, segment.LINE_WINDOW = chunk, window
+    try:
+        pos, got = segment.line_occurrences(np.frombuffer(text, dtype=np.uint8), off,
+                                            np.asarray(ids, dtype=np.int64), nb)
+    finally:
+        segment.LINES_CHUNK_BYTES, segment.LINE_WINDOW = saved
+    want = [(p, i) for i in ids for p in range(int(off[i]), int(off[i + 1]))
+            if text.startswith(nb, p)]
+    assert list(zip(pos.tolist(), got.tolist(), strict=True)) == sorted(want)

@@ -73,6 +73,8 @@ def test_scan_and_check_strategies_agree(corpus_lib: Library, budget: int,
     from kvmedia.index import segment
 
     monkeypatch.setattr(segment, "CHECK_MIN_CANDIDATES", budget)
+    monkeypatch.setattr(segment, "CHECK_TEXT_SHARE", 10**9 if budget == 0 else 1)
+    monkeypatch.setattr(segment, "LINES_CHUNK_BYTES", 64)  # many chunks, lines across them
     for query in [*FIXED_QUERIES, "ove", "love_", "_2023", "e.j", "o/b", "hoto", "ach 20",
                   "- ", "2023-0", "ea", "e", "a", "1", "o", "s 2"]:
         assert_same(corpus_lib, query, limit=40)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +21,95 @@ from . import format as F
 
 EMPTY = np.zeros(0, dtype=np.int64)
 CHECK_MIN_CANDIDATES = 512
-"""Candidates (terms or texts) always checked one by one rather than scanning a whole text
-section; above it, the budget grows with the section (about 1 µs a check vs 1 ms a MB)."""
+"""Candidates (terms or texts) always checked rather than scanning a whole text section;
+above it, the budget grows with the section (terms: about 1 µs a check vs 1 ms a MB)."""
+CHECK_TEXT_SHARE = 6
+"""Candidate texts are checked (copied and compared with numpy, ~6 ns a byte) rather than
+the whole section scanned (~1 ns a byte) while they are at most 1/CHECK_TEXT_SHARE of it."""
+LINES_CHUNK_BYTES = 1 << 20
+"""Candidate text copied per step by `line_occurrences`."""
+LINE_WINDOW = 48
+"""Bytes per row in `line_occurrences`: names up to this long (most) take the fast path."""
+
+
+def line_occurrences(text: np.ndarray, off: np.ndarray, ids: np.ndarray, needle: bytes
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, line ids), ascending by position, of every occurrence of `needle` (which
+    holds no newline) in those lines of `text` listed in `ids` (ascending; line i is
+    text[off[i]:off[i+1]], newline included). Lines that fit in a LINE_WINDOW-byte window
+    are copied as rows of a 2-D array (a row copy each) and compared column by column;
+    longer ones are gathered byte by byte."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids) or not needle:
+        return EMPTY, EMPTY
+    starts = off[ids].astype(np.int64)
+    lens = off[ids + 1].astype(np.int64) - starts
+    width = max(LINE_WINDOW, len(needle) + 1)
+    fits = (lens <= width) & (starts <= len(text) - width)
+    pos: list[np.ndarray] = []
+    rows_of: list[np.ndarray] = []
+    rows = np.flatnonzero(fits)
+    if len(rows):
+        windows = np.lib.stride_tricks.sliding_window_view(text, width)
+        span = width - len(needle) + 1
+        step = LINES_CHUNK_BYTES // width + 1
+        for lo in range(0, len(rows), step):
+            part = rows[lo:lo + step]
+            win = windows[starts[part]]
+            hit = win[:, :span] == needle[0]
+            for j in range(1, len(needle)):
+                hit &= win[:, j:j + span] == needle[j]
+            # a match may not start past the line's newline (that is the next line)
+            hit &= np.arange(span) < lens[part, None]
+            flat = np.flatnonzero(hit)  # faster than a 2-D nonzero
+            r = part[flat // span]
+            pos.append(starts[r] + flat % span)
+            rows_of.append(r)
+    rest = np.flatnonzero(~fits)
+    if len(rest):
+        p, r = _gathered_occurrences(text, starts[rest], lens[rest], needle)
+        pos.append(p)
+        rows_of.append(rest[r])
+    if not pos:
+        return EMPTY, EMPTY
+    all_pos, all_rows = np.concatenate(pos), np.concatenate(rows_of)
+    if len(rest) and len(rows):
+        order = np.argsort(all_pos, kind="stable")
+        all_pos, all_rows = all_pos[order], all_rows[order]
+    return all_pos, ids[all_rows]
+
+
+def _gathered_occurrences(text: np.ndarray, starts: np.ndarray, lens: np.ndarray,
+                          needle: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, indexes into starts) of `needle` in the lines text[starts:starts+lens],
+    gathered byte by byte into one buffer a chunk at a time (for lines past the window)."""
+    ends = np.cumsum(lens)
+    pos: list[np.ndarray] = []
+    line: list[np.ndarray] = []
+    lo = 0
+    while lo < len(starts):
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + LINES_CHUNK_BYTES, side="right")))
+        ln = lens[lo:hi]
+        total = int(ends[hi - 1]) - base
+        shift = starts[lo:hi] - (ends[lo:hi] - ln - base)  # buffer index -> text position
+        idx = np.repeat(shift, ln)
+        idx += np.arange(total, dtype=np.int64)
+        buf = text.take(idx)
+        m = total - len(needle) + 1
+        if m > 0:
+            hit = buf[:m] == needle[0]
+            for j in range(1, len(needle)):
+                hit &= buf[j:j + m] == needle[j]
+            at = np.flatnonzero(hit)
+            if len(at):
+                k = np.searchsorted(ends[lo:hi] - base, at, side="right")
+                pos.append(at + shift[k])
+                line.append(lo + k)
+        lo = hi
+    if not pos:
+        return EMPTY, EMPTY
+    return np.concatenate(pos), np.concatenate(line)
 
 
 CACHE_BYTES = 16 << 20
@@ -250,26 +338,37 @@ class TextOccurrences:
                 return False
         return True
 
-    def find(self, section: int, needle: bytes, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, line ids) of every occurrence of `needle` in text `section`, whose
-        lines start at `off` (the line of a position is its doc or folder id); both
-        ascending."""
+    def find(self, section: int, needle: bytes, off: np.ndarray,
+             candidates: Callable[[], np.ndarray | None] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, str]:
+        """(positions, line ids, how) of every occurrence of `needle` in text `section`,
+        whose lines start at `off` (the line of a position is its doc or folder id); both
+        ascending. In order of cost: the cache, a refinement of a cached needle inside this
+        one, the lines `candidates()` names (every line that can hold the needle, from the
+        dictionary; None when they are too many), a scan of the whole text."""
         if not self.may_contain(section, needle):
-            return EMPTY, EMPTY
+            return EMPTY, EMPTY, "pairs"
         key = ("text", section, needle)
         hit = self.cache.get(key)
         if hit is not None:
-            return hit[0], hit[1]
+            return hit[0], hit[1], "cache"
         base = self._base(section, needle)
+        cand = None if base is not None or candidates is None else candidates()
         if base is not None:
             pos, ids = self._refine(section, needle, *base)
+            how = "refined"
+        elif cand is not None:
+            text = np.frombuffer(self.file.blob(section), dtype=np.uint8)
+            pos, ids = line_occurrences(text, off, cand, needle)
+            how = "dictionary+check"
         else:
             pos = self.file.find_all(section, needle)
             ids = (np.searchsorted(off, pos.astype(np.uint64), side="right").astype(np.int64) - 1
                    if len(pos) else EMPTY)
+            how = "text-scan"
         if len(self.file.blob(section)) >= CACHE_MIN_TEXT_BYTES:
             self.cache.put(key, (pos.astype(np.uint32), ids.astype(np.uint32)))
-        return pos, ids
+        return pos, ids, how
 
     def _base(self, section: int, needle: bytes) -> tuple[bytes, np.ndarray, np.ndarray] | None:
         """The cached needle inside `needle` with the fewest occurrences."""
@@ -373,38 +472,44 @@ class Segment:
     def docs_of_dirs(self, dir_ids: np.ndarray) -> np.ndarray:
         return gather(self.dirdoc_off, self.dirdoc, dir_ids)
 
-    def name_text_hits(self, needle: bytes) -> np.ndarray:
-        """Docs whose normalised name contains `needle` (which holds no newline)."""
-        return sorted_unique(self.texts.find(F.NAME_TEXT, needle, self.name_off)[1],
-                             presorted=True)
+    def text_hits(self, needle: bytes, words: list[bytes], folders: bool
+                  ) -> tuple[np.ndarray, str]:
+        """Docs (or folder ids, `folders`) whose normalised text contains `needle` (which
+        holds no newline), ascending, and how they were found (TextOccurrences.find);
+        `words` are the maximal runs of word characters inside the needle."""
+        section, off = (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
+        _pos, ids, how = self.texts.find(section, needle, off,
+                                         lambda: self.candidate_lines(words, folders))
+        return sorted_unique(ids, presorted=True), how
 
-    def text_hits_via_terms(self, needle: bytes, word: bytes, folders: bool
-                            ) -> np.ndarray | None:
-        """Docs (or folder ids, `folders`) whose normalised text contains `needle`, found
-        through `word` (a maximal run of word characters inside the needle): any such text
-        has a word, hence a term, containing `word`. The candidates' texts are then checked
-        one by one; None when there are so many that scanning all the text is cheaper."""
+    def candidate_lines(self, words: list[bytes], folders: bool) -> np.ndarray | None:
+        """Docs (or folder ids) that may hold a needle whose word runs are `words`: any text
+        holding it has a word, hence a term, containing each of them. Those of the word with
+        the fewest postings; None when their texts are so large a share of the section that
+        scanning all of it is cheaper."""
         d = self.dirs if folders else self.names
         section, off = (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
-        budget = max(CHECK_MIN_CANDIDATES, len(self.file.blob(section)) // 2000)
-        ids = d.containing(word)
-        if len(ids) > budget or int(d.post_off[ids + 1].astype(np.int64).sum()
-                                    - d.post_off[ids].astype(np.int64).sum()) > 4 * budget:
-            return None  # more postings than candidates worth checking: skip the gather
-        cand = sorted_unique(d.postings(ids))
-        if len(cand) > budget:
+        size = len(self.file.blob(section))
+        best: tuple[int, np.ndarray] | None = None
+        for word in sorted(words, key=len, reverse=True):
+            if best is not None and len(word) < 3:
+                break  # a short word's term list is long to find and rarely the smallest
+            ids = d.containing(word)
+            n_post = int(d.post_off[ids + 1].astype(np.int64).sum()
+                         - d.post_off[ids].astype(np.int64).sum())
+            if best is None or n_post < best[0]:
+                best = (n_post, ids)
+        if best is None:
             return None
-        text = self.file.blob(section)
-        starts = off[cand].tolist()
-        ends = off[cand + 1].tolist()
-        keep = [i for i, (a, b) in enumerate(zip(starts, ends, strict=True))
-                if needle in text[a:b].tobytes()]
-        return cand[keep]
-
-    def dir_text_hits(self, needle: bytes) -> np.ndarray:
-        """Folder ids whose normalised path contains `needle` (which holds no newline)."""
-        return sorted_unique(self.texts.find(F.DIR_TEXT, needle, self.dir_off)[1],
-                             presorted=True)
+        n_post, ids = best
+        if n_post > CHECK_MIN_CANDIDATES and n_post * 8 * CHECK_TEXT_SHARE > size:
+            return None  # even before removing repeats, too many to beat a scan
+        cand = sorted_unique(d.postings(ids))
+        if len(cand) > CHECK_MIN_CANDIDATES and int(
+                off[cand + 1].astype(np.int64).sum()
+                - off[cand].astype(np.int64).sum()) * CHECK_TEXT_SHARE > size:
+            return None
+        return cand
 
     def dir_prefix_range(self, prefix: bytes) -> tuple[int, int]:
         """Folder ids whose raw path starts with `prefix` (folders sorted by raw bytes)."""

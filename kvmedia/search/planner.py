@@ -247,19 +247,16 @@ class SegmentPlan:
             if dense_parts:
                 return self._dense_union(dense_parts, parts, fuzzy, term)
         else:
-            words = A.words(q)
-            word = A.encode(max(words, key=len)) if words else b""
-            name_hits = seg.text_hits_via_terms(qb, word, False) if word else None
-            dir_hits = (seg.text_hits_via_terms(qb, word, True) if word and any_field
-                        else None)
-            self.strategies[q] = ("text-scan" if name_hits is None or (
-                any_field and dir_hits is None) else "dictionary+check")
-            parts.append((seg.name_text_hits(qb) if name_hits is None else name_hits, 3))
+            words = [A.encode(w) for w in A.words(q)]
+            name_hits, how = seg.text_hits(qb, words, False)
+            parts.append((name_hits, 3))
             if any_field:
-                parts.append((self._dirs_to_docs(
-                    seg.dir_text_hits(qb) if dir_hits is None else dir_hits), 6))
+                dir_hits, dir_how = seg.text_hits(qb, words, True)
+                parts.append((self._dirs_to_docs(dir_hits), 6))
+                how = how if how == dir_how else f"{how}/{dir_how}"
                 if "/" in q:
                     parts.append((self._span(q), 6))
+            self.strategies[q] = how
         if fuzzy and term.plain and len(q) >= A.FUZZY_MIN_LEN:
             parts += self._fuzzy_parts(term)
         return combine(seg.n, parts)
