@@ -256,3 +256,53 @@ def test_never_two_records_for_one_file(lib: Library, tree: Path) -> None:
     for i in range(6, 9):
         assert uuid_at(lib, tree / f"d{i % 3}" / f"n{i}.jpg") not in before.values()
     assert lib.doctor(repair=False)["clean"]
+
+
+@pytest.mark.parametrize("gone", ["a.jpg", "b.jpg"])
+def test_removing_either_hardlink_keeps_the_others_fid_key(lib: Library, tree: Path,
+                                                           gone: str) -> None:
+    """Two names of one inode share its fid key; whichever record goes, the key stays."""
+    a = write(tree / "a.jpg", b"data")
+    os.link(a, tree / "b.jpg")
+    lib.scan([tree])
+    kept = tree / ("b.jpg" if gone == "a.jpg" else "a.jpg")
+    uk = uuid_at(lib, kept)
+    os.unlink(tree / gone)
+    lib.scan([tree])
+    assert uuid_at(lib, kept) == uk and lib.count() == 1
+    assert lib.doctor(repair=False)["clean"]
+
+
+def test_inode_reused_in_the_same_second_then_changed_before_a_full_scan(
+        lib: Library, tree: Path) -> None:
+    """A new file takes a deleted file's inode within its ctime second (the same triplet,
+    so the same fid key) and is recorded by the watcher's path upsert, which never sees the
+    deleted file; then it changes again. The deleted file's record (removed only by the next
+    complete scan) must not be left without the fid key the newcomer's update gave up."""
+    for _attempt in range(5):
+        a = write(tree / "a.jpg", b"old")
+        lib.scan([tree])
+        ua = uuid_at(lib, a)
+        ctime_s = lib.get(ua)["ctime"]
+        b = tree / "b.jpg"
+        if not _reuse_inode(a, b, b"new content"):
+            pytest.skip("this filesystem did not reuse the inode")
+        if os.stat(b).st_ctime_ns // 10**9 == ctime_s:
+            break
+        b.unlink()  # crossed a second boundary: try again
+    else:
+        pytest.skip("no inode reuse within one ctime second")
+    lib.upsert_paths([b])
+    assert lib.doctor(repair=False)["clean"]
+    ub = uuid_at(lib, b)
+    assert ub != ua
+    deadline = ctime_s + 1
+    while os.stat(b).st_ctime_ns // 10**9 <= deadline - 1:
+        os.chmod(b, 0o640)  # a new ctime second: the fid key of b moves
+        os.chmod(b, 0o644)
+    lib.upsert_paths([b])
+    assert lib.doctor(repair=False)["clean"]
+    lib.scan([tree])
+    assert lib.get(ua) is None
+    assert uuid_at(lib, b) == ub and lib.count() == 1
+    assert lib.doctor(repair=False)["clean"]

@@ -23,6 +23,7 @@ from typing import Any
 import lmdb
 import orjson
 
+from ..identity import uuid_from_triplet
 from ..pathbytes import get_field
 from . import keys as K
 
@@ -194,6 +195,17 @@ class RecordWriter:
         for listener in self.store.listeners:
             listener(self, old, None)
 
+    def _fid_heir(self, old: Record, fid: bytes) -> bytes | None:
+        """Another record of the same (fs, inode, ctime) triplet that takes over the fid key
+        `old` gives up: two names of one inode (hardlinks) share it. The first name recorded
+        holds the triplet's own uuid, so that is the one looked for."""
+        heir = uuid_from_triplet(old["fs_uuid"], int(old.get("ino") or 0),
+                                 int(old.get("ctime") or 0))
+        if heir == old["uuid"]:
+            return None
+        rec = RecordStore.get(self.txn, heir)
+        return heir.encode("ascii") if rec is not None and record_fid_key(rec) == fid else None
+
     def _drop_keys(self, old: Record, keep: Record | None,
                    old_type_keys: set[bytes] | None = None,
                    new_type_keys: set[bytes] | None = None) -> None:
@@ -209,7 +221,11 @@ class RecordWriter:
         old_fid = record_fid_key(old)
         if old_fid is not None and (keep is None or record_fid_key(keep) != old_fid):
             if txn.get(old_fid) == uuid:
-                txn.delete(old_fid)
+                heir = self._fid_heir(old, old_fid)
+                if heir is None:
+                    txn.delete(old_fid)
+                else:
+                    txn.put(old_fid, heir)
         if new_type_keys is None:
             new_type_keys = set(record_type_keys(keep)) if keep is not None else set()
         ops = self._later
