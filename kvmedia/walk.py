@@ -108,6 +108,15 @@ def _read_ignore(path: bytes) -> pathspec.PathSpec | None:
     return _spec(text.splitlines())
 
 
+def _open_dir(path: bytes) -> int:
+    """A descriptor of directory `path` to stat its files by name (-1: stat by full path).
+    O_NOFOLLOW: a directory swapped for a symlink mid-walk is not followed."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
 class Walker:
     """Iterate `root` (bytes, absolute) in path-key order. Errors become items, never raise."""
 
@@ -245,38 +254,50 @@ class Walker:
                 specs = [*inherited, (prefix, spec)]
         keyed.sort(key=lambda t: t[0])
         allows_file = self.rules.allows_file if self.rules.include else None
-        for key, is_dir in keyed:
-            name = key[:-1] if is_dir else key
-            full = prefix + name
-            if is_dir:
-                if full in SYSTEM_DIRS or not self.rules.allows_dir(full):
+        dir_fd: int | None = None
+        try:
+            for key, is_dir in keyed:
+                name = key[:-1] if is_dir else key
+                full = prefix + name
+                if is_dir:
+                    if full in SYSTEM_DIRS or not self.rules.allows_dir(full):
+                        counters.ignored += 1
+                        continue
+                    if specs and self._ignored(specs, full, True):
+                        counters.ignored += 1
+                        continue
+                    if dir_fd is not None:  # at most one directory open at any depth
+                        if dir_fd >= 0:
+                            os.close(dir_fd)
+                        dir_fd = None
+                    yield ("descend", full, specs)
+                    continue
+                if dir_fd is None:
+                    dir_fd = _open_dir(path)
+                try:  # relative to the open directory: the kernel resolves one name
+                    st = os.lstat(name, dir_fd=dir_fd) if dir_fd >= 0 else os.lstat(full)
+                except FileNotFoundError:
+                    continue  # vanished between readdir and stat: simply not there any more
+                except OSError as exc:
+                    yield Warning_(full, f"cannot stat: {exc.strerror or exc}")
+                    yield KeepPrefix(full, "unstattable file")
+                    continue
+                mode = st.st_mode
+                if not stat.S_ISREG(mode):
+                    if stat.S_ISLNK(mode):
+                        counters.symlinks += 1
+                    elif not stat.S_ISDIR(mode):
+                        counters.special += 1
+                        yield Warning_(full, "not a regular file (FIFO, socket or device): "
+                                       "skipped")
+                    continue
+                if (allows_file is not None and not allows_file(full)) or (
+                        specs and self._ignored(specs, full, False)):
                     counters.ignored += 1
                     continue
-                if specs and self._ignored(specs, full, True):
-                    counters.ignored += 1
-                    continue
-                yield ("descend", full, specs)
-                continue
-            try:
-                st = os.lstat(full)
-            except FileNotFoundError:
-                continue  # vanished between readdir and stat: simply not there any more
-            except OSError as exc:
-                yield Warning_(full, f"cannot stat: {exc.strerror or exc}")
-                yield KeepPrefix(full, "unstattable file")
-                continue
-            mode = st.st_mode
-            if not stat.S_ISREG(mode):
-                if stat.S_ISLNK(mode):
-                    counters.symlinks += 1
-                elif not stat.S_ISDIR(mode):
-                    counters.special += 1
-                    yield Warning_(full, "not a regular file (FIFO, socket or device): skipped")
-                continue
-            if (allows_file is not None and not allows_file(full)) or (
-                    specs and self._ignored(specs, full, False)):
-                counters.ignored += 1
-                continue
-            counters.files += 1
-            yield FileEntry(full, name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
-                            st.st_ctime_ns)
+                counters.files += 1
+                yield FileEntry(full, name, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+                                st.st_ctime_ns)
+        finally:
+            if dir_fd is not None and dir_fd >= 0:
+                os.close(dir_fd)

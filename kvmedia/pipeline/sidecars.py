@@ -49,9 +49,14 @@ def _ext(name: bytes) -> str:
     return name[dot + 1:].decode("ascii", "replace").lower() if dot > 0 else ""
 
 
+_KIND_BY_EXT = {ext.encode(): kind for ext, kind in SIDECAR_KINDS.items()}
+
+
 def sidecar_kind(name: bytes) -> str | None:
-    """The sidecar kind of a file name, or None when it is not a sidecar."""
-    return SIDECAR_KINDS.get(_ext(name))
+    """The sidecar kind of a file name, or None when it is not a sidecar. On bytes (ASCII
+    case folding, as `_ext`): a scan asks this of every file it sees."""
+    dot = name.rfind(b".")
+    return _KIND_BY_EXT.get(name[dot + 1:].lower()) if dot > 0 else None
 
 
 def sidecar_stems(name: bytes) -> list[bytes]:
