@@ -154,3 +154,41 @@ def test_job_runner_reports_failures() -> None:
     runner.start("scan", lambda p, s: 7, lambda out: out)  # a new job may start now
     runner.close()
     assert runner.snapshot()["result"] == 7  # type: ignore[index]
+
+
+def test_cpu_bound_calls_run_at_most_one_per_core_and_blocking_ones_are_not_held() -> None:
+    """Twelve searches at once through the real thread pool: never more than CPU_SLOTS run
+    together; a `blocking` call started meanwhile does not wait for a slot."""
+    import anyio
+
+    from kvmedia.serve import context
+
+    slots = context.CPU_SLOTS._initial_value  # type: ignore[attr-defined]
+    running = peak = 0
+    lock = threading.Lock()
+    slow_done: list[float] = []
+
+    def search() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    def other() -> None:
+        slow_done.append(time.monotonic())
+
+    async def main() -> float:
+        start = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(context.cpu_bound, search)
+            await anyio.sleep(0.01)
+            tg.start_soon(context.blocking, other)
+        return start
+
+    start = anyio.run(main)
+    assert peak == slots
+    assert slow_done and slow_done[0] - start < 0.04  # not queued behind the searches

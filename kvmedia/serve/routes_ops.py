@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..pathbytes import get_field
-from .context import blocking, server
+from .context import blocking, cpu_bound, server
 from .endpoints import Param, body_field, endpoint, read_json
 from .errors import ApiError, item_error
 from .files import FileResponse, open_in_roots
@@ -50,9 +50,10 @@ async def _batch(request: Request, verb: str) -> Response:
         limit = body_field(body, "limit", int, 1000)
         if not 0 <= limit <= MAX_BATCH:
             raise ApiError("bad_request", f"limit must be between 0 and {MAX_BATCH}")
-        result = await blocking(lib.search, query, media_type=body_field(body, "type", str),
-                                trash=BATCH_VERBS[verb], path_prefix=body_field(body, "path", str),
-                                sort="relevance", limit=limit)
+        result = await cpu_bound(lib.search, query, media_type=body_field(body, "type", str),
+                                 trash=BATCH_VERBS[verb],
+                                 path_prefix=body_field(body, "path", str),
+                                 sort="relevance", limit=limit)
         ids = [rec["uuid"] for rec in result.hits]
         matched: int | None = result.total
     else:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..records import MEDIA_TYPES
-from .context import blocking, has_semantic, server
+from .context import blocking, cpu_bound, has_semantic, server
 from .endpoints import Param, endpoint
 from .errors import ApiError, not_implemented
 from .files import thumbnail_response
@@ -87,7 +87,7 @@ async def search(request: Request, args: dict[str, Any]) -> Response:
     options = {"media_type": args["type"], "trash": trash, "path_prefix": args["path"],
                "limit": args["limit"], "offset": args["offset"]}
     if args["mode"] == "text":
-        result = await blocking(lib.search, args["q"], sort=args["sort"], **options)
+        result = await cpu_bound(lib.search, args["q"], sort=args["sort"], **options)
         return ok(search_json(result))
     if not has_semantic(lib):
         raise not_implemented(f"{args['mode']} search", "use mode=text")
@@ -95,7 +95,7 @@ async def search(request: Request, args: dict[str, Any]) -> Response:
         raise ApiError("bad_request", f"sort={args['sort']} applies to mode=text only; "
                        f"{args['mode']} results come nearest first")
     run = lib.semantic.search if args["mode"] == "semantic" else lib.semantic.hybrid
-    return ok(scored_json(await blocking(run, args["q"], **options)))
+    return ok(scored_json(await cpu_bound(run, args["q"], **options)))
 
 
 @endpoint("GET", "/api/media", "List records of a type in one of six orders",
@@ -114,14 +114,14 @@ async def media(request: Request, args: dict[str, Any]) -> Response:
         return {"total": total, "offset": args["offset"], "limit": args["limit"],
                 "sort": args["sort"], "items": items}
 
-    return ok(await blocking(page))
+    return ok(await cpu_bound(page))
 
 
 @endpoint("GET", "/api/count", "Count records of a type",
           params=[TYPE, Param("trash", "boolean", "Count trashed items.", default=False)],
           responses={200: "Count"})
 async def count(request: Request, args: dict[str, Any]) -> Response:
-    n = await blocking(server(request).lib.count, media_type=args["type"], trash=args["trash"])
+    n = await cpu_bound(server(request).lib.count, media_type=args["type"], trash=args["trash"])
     return ok({"type": args["type"], "trash": args["trash"], "count": n})
 
 
