@@ -140,11 +140,25 @@ def random_segment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[segment
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(typed=st.lists(st.sampled_from(["img_2023", "a.b-", "_20", "s01e02.", "é京 1", "b_a",
                                        "23.a", "京_"]), min_size=1, max_size=4),
-       budget=st.sampled_from([0, 3000, 1 << 24]), use_terms=st.booleans())
+       budget=st.sampled_from([0, 3000, 1 << 24]), use_terms=st.booleans(),
+       refine_first=st.sampled_from([0, 1 << 16]))
 def test_text_occurrences_equal_a_scan_whatever_is_cached(random_segment: segment.Segment,
                                                           typed: list[str], budget: int,
-                                                          use_terms: bool) -> None:
+                                                          use_terms: bool, refine_first: int,
+                                                          ) -> None:
+    """Every path (cache, refinement, candidate check, scan) gives the scan's answer; with
+    refine_first 0 the dictionary is asked even when a cached needle could be refined."""
     seg = random_segment
+    saved_refine = segment.REFINE_MAX_FIRST
+    segment.REFINE_MAX_FIRST = refine_first
+    try:
+        _typed_occurrences(seg, typed, budget, use_terms)
+    finally:
+        segment.REFINE_MAX_FIRST = saved_refine
+
+
+def _typed_occurrences(seg: segment.Segment, typed: list[str], budget: int,
+                       use_terms: bool) -> None:
     occ = TextOccurrences(seg.file, ArrayCache(budget))
     for word in typed:
         for needle in prefixes(word) + [word[1:], word[2:]]:

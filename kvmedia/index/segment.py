@@ -119,6 +119,9 @@ keystrokes of every search-as-you-type) and the occurrence lists of text scans (
 one instead of scanning the text again, ~20 ms at a million names). Segments never change,
 so an entry never goes stale; deletes are applied after, through the live mask. The
 `search.cache_mb` setting (KVMEDIA_SEARCH_CACHE_MB) sets it; 0 turns the caches off."""
+REFINE_MAX_FIRST = 1 << 16
+"""Cached occurrences refined without asking the dictionary first (refining costs ~15 ns an
+occurrence a byte; past this many, the candidate lines may be far fewer)."""
 CACHE_MIN_TEXT_BYTES = 1 << 20
 """Texts smaller than this are scanned again rather than cached (~1 ms a megabyte)."""
 
@@ -342,8 +345,12 @@ class TextOccurrences:
         if hit is not None:
             return hit[0], hit[1], "cache"
         base = self._base(section, needle)
-        cand = None if base is not None or candidates is None else candidates()
-        if base is not None:
+        cand = None
+        if candidates is not None and (base is None or len(base[1]) > REFINE_MAX_FIRST):
+            cand = candidates()  # a big cached base (say `_`) can cost more than a check
+            if cand is not None and base is not None and len(cand) * 4 > len(base[1]):
+                cand = None
+        if base is not None and cand is None:
             pos, ids = self._refine(section, needle, *base)
             how = "refined"
         elif cand is not None:
