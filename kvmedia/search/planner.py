@@ -209,6 +209,7 @@ class SegmentPlan:
         key = ("word", term.text, term.field, fuzzy)
         hit = self.seg.cache.get(key)
         if hit is not None:
+            self.strategies.setdefault(term.text, "cache")
             return hit[0].copy() if len(hit) == 1 else (hit[0].astype(np.int64), hit[1])
         wm = self._word(term, fuzzy)
         if isinstance(wm, np.ndarray):
