@@ -54,10 +54,7 @@ def line_occurrences(text: np.ndarray, off: np.ndarray, ids: np.ndarray, needle:
         step = LINES_CHUNK_BYTES // width + 1
         for lo in range(0, len(rows), step):
             part = rows[lo:lo + step]
-            win = windows[starts[part]]
-            hit = win[:, :span] == needle[0]
-            for j in range(1, len(needle)):
-                hit &= win[:, j:j + span] == needle[j]
+            hit = _match_starts(windows[starts[part]], needle, span)
             # a match may not start past the line's newline (that is the next line)
             hit &= np.arange(span) < lens[part, None]
             flat = np.flatnonzero(hit)  # faster than a 2-D nonzero
@@ -76,6 +73,15 @@ def line_occurrences(text: np.ndarray, off: np.ndarray, ids: np.ndarray, needle:
         order = np.argsort(all_pos, kind="stable")
         all_pos, all_rows = all_pos[order], all_rows[order]
     return all_pos, ids[all_rows]
+
+
+def _match_starts(buf: np.ndarray, needle: bytes, span: int) -> np.ndarray:
+    """Where `needle` starts along the last axis of `buf` (1-D text, or 2-D rows): a bool
+    array of the first `span` positions, one vectorised compare per needle byte."""
+    hit = buf[..., :span] == needle[0]
+    for j in range(1, len(needle)):
+        hit &= buf[..., j:j + span] == needle[j]
+    return hit
 
 
 def _gathered_occurrences(text: np.ndarray, starts: np.ndarray, lens: np.ndarray,
@@ -97,10 +103,7 @@ def _gathered_occurrences(text: np.ndarray, starts: np.ndarray, lens: np.ndarray
         buf = text.take(idx)
         m = total - len(needle) + 1
         if m > 0:
-            hit = buf[:m] == needle[0]
-            for j in range(1, len(needle)):
-                hit &= buf[j:j + m] == needle[j]
-            at = np.flatnonzero(hit)
+            at = np.flatnonzero(_match_starts(buf, needle, m))
             if len(at):
                 k = np.searchsorted(ends[lo:hi] - base, at, side="right")
                 pos.append(at + shift[k])
