@@ -101,6 +101,34 @@ def test_deep_tree_does_not_hit_the_recursion_limit(tmp_path: Path) -> None:
             deep = os.path.dirname(deep)
 
 
+def test_a_deep_walk_keeps_at_most_one_directory_open(tmp_path: Path) -> None:
+    """Files are stat'ed relative to their open directory; descending closes it first, so a
+    tree 300 deep with files on every level never holds more than one descriptor."""
+    deep = bytes(tmp_path)
+    made = []
+    for i in range(300):
+        for name in (b"a.jpg", b"z.jpg"):  # one before and one after the subdirectory
+            with open(deep + b"/" + name, "wb") as fh:
+                fh.write(b"x")
+            made.append(deep + b"/" + name)
+        deep += b"/d%d" % i
+        os.mkdir(deep)
+    before = len(os.listdir("/proc/self/fd"))
+    most = 0
+    seen = []
+    for item in Walker(bytes(tmp_path), WalkRules()):
+        most = max(most, len(os.listdir("/proc/self/fd")) - before)
+        if isinstance(item, FileEntry):
+            seen.append(item.path)
+    assert sorted(seen) == sorted(made)
+    assert most <= 2  # the walk's own directory, plus the one /proc listing opens
+    for path in made:  # rmtree would recurse 300 deep
+        os.unlink(path)
+    while deep != bytes(tmp_path):
+        os.rmdir(deep)
+        deep = os.path.dirname(deep)
+
+
 def test_special_files_and_symlinks(tmp_path: Path) -> None:
     (tmp_path / "f.jpg").write_bytes(b"x")
     os.mkfifo(tmp_path / "fifo")
