@@ -304,6 +304,10 @@ def gather(off: np.ndarray, data: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return data[np.arange(total, dtype=np.int64) + np.repeat(shift, lens)]
 
 
+_PAIRS_OF = {F.NAME_TEXT: F.NAME_PAIRS, F.DIR_TEXT: F.DIR_PAIRS}
+"""The byte-pair bitmap section of each scanned text section."""
+
+
 class TextOccurrences:
     """Where needles occur in a segment's texts: scans through mmap + numpy, skipped when the
     section's pair bitmap lacks a byte pair of the needle, and refined from a cached shorter
@@ -316,7 +320,7 @@ class TextOccurrences:
 
     def may_contain(self, section: int, needle: bytes) -> bool:
         """False when some byte pair (or single byte) of `needle` is nowhere in the text."""
-        pairs_id = {F.NAME_TEXT: F.NAME_PAIRS, F.DIR_TEXT: F.DIR_PAIRS}.get(section)
+        pairs_id = _PAIRS_OF.get(section)
         if pairs_id is None:
             return True
         if section not in self._pairs:
@@ -472,12 +476,16 @@ class Segment:
     def docs_of_dirs(self, dir_ids: np.ndarray) -> np.ndarray:
         return gather(self.dirdoc_off, self.dirdoc, dir_ids)
 
+    def _text_of(self, folders: bool) -> tuple[int, np.ndarray]:
+        """(text section, line offsets) of the folders or of the names."""
+        return (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
+
     def text_hits(self, needle: bytes, words: list[bytes], folders: bool
                   ) -> tuple[np.ndarray, str]:
         """Docs (or folder ids, `folders`) whose normalised text contains `needle` (which
         holds no newline), ascending, and how they were found (TextOccurrences.find);
         `words` are the maximal runs of word characters inside the needle."""
-        section, off = (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
+        section, off = self._text_of(folders)
         _pos, ids, how = self.texts.find(section, needle, off,
                                          lambda: self.candidate_lines(words, folders))
         return sorted_unique(ids, presorted=True), how
@@ -488,7 +496,7 @@ class Segment:
         the fewest postings; None when their texts are so large a share of the section that
         scanning all of it is cheaper."""
         d = self.dirs if folders else self.names
-        section, off = (F.DIR_TEXT, self.dir_off) if folders else (F.NAME_TEXT, self.name_off)
+        section, off = self._text_of(folders)
         size = len(self.file.blob(section))
         best: tuple[int, np.ndarray] | None = None
         for word in sorted(words, key=len, reverse=True):
