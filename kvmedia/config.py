@@ -37,6 +37,10 @@ SETTINGS: dict[str, Setting] = {
                 "KVMEDIA_SCAN_EXCLUDE"),
         Setting("scan.batch_files", 2000, "int", "files per write transaction",
                 "KVMEDIA_SCAN_BATCH_FILES"),
+        Setting("scan.walk_process", "auto", "choice",
+                "walk in a second process, overlapping walk and compare: auto (roots whose "
+                "last scan saw 10,000+ files), yes, no", "KVMEDIA_SCAN_WALK_PROCESS",
+                ("auto", "yes", "no")),
         Setting("progress", "auto", "choice", "progress display: auto, tty, json, none",
                 "KVMEDIA_PROGRESS", ("auto", "tty", "json", "none")),
         Setting("watch.analyze", "yes", "choice",

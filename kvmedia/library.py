@@ -178,7 +178,8 @@ class Library:
             self.trash_ops().recover()
         scanner = Scanner(self.env, self.store, self.audit, rules=self.walk_rules(),
                           progress=progress, stop=stop, resolver=self.resolver,
-                          batch_files=int(self.config["scan.batch_files"]))
+                          batch_files=int(self.config["scan.batch_files"]),
+                          walk_process=self.config["scan.walk_process"])
         scanner.ingest.sidecars = self.pipeline
         scanner.ingest.persist = self.id_persister(persist_ids)
         out = []

@@ -38,12 +38,16 @@ from .store.audit import AuditLog
 from .store.env import Env
 from .store.recordstore import Record, RecordStore, RecordWriter
 from .walk import FileEntry, KeepPrefix, Walker, WalkRules, Warning_
+from .walkproc import ForkedWalk, can_fork
 
 BATCH_FILES = 2000
 """Walk entries per write transaction. Large enough to amortise commits (fsync)."""
 BATCH_SECONDS = 1.0
 """A batch is also committed after this long, so other writers are never starved."""
 MAX_WARNINGS_KEPT = 200
+WALK_PROCESS_MIN_FILES = 10_000
+"""`scan.walk_process=auto` forks a walk process for roots this big: below, the fork and the
+pipe cost about what the overlap saves."""
 RELEASE_EVERY = 500
 """Written files between two `Env.release_pages` inside a batch: each new file touches ~14
 pages of a large tree, so RSS stays near 500 * 14 * 4 KiB of mapped pages."""
@@ -301,7 +305,10 @@ class Scanner:
         stop: threading.Event | None = None,
         resolver: FsUuidResolver | None = None,
         batch_files: int = BATCH_FILES,
+        walk_process: str = "no",
     ) -> None:
+        """walk_process: "yes" / "auto" / "no", walk in a forked child where that is safe
+        (walkproc.py); auto: when the root's last scan saw WALK_PROCESS_MIN_FILES or more."""
         self.env = env
         self.store = store
         self.audit = audit
@@ -311,6 +318,7 @@ class Scanner:
         self.resolver = resolver or FsUuidResolver()
         self.ingest = Ingest(store, audit, self.resolver)
         self.batch_files = batch_files
+        self.walk_process = walk_process
 
     # -- roots -------------------------------------------------------------------------------
 
@@ -384,12 +392,17 @@ class Scanner:
 
             raise NotFoundError(f"not a directory: {display(root)}", path=root)
         fs_uuid = self.resolver.fs_uuid(root, st.st_dev)
-        complete = self._sync(root, summary)
+        fork = self.walk_process == "yes" or (
+            self.walk_process == "auto"
+            and int((info or {}).get("files") or 0) >= WALK_PROCESS_MIN_FILES)
+        complete, files = self._sync(root, summary, fork=fork)
         summary.seconds = time.monotonic() - started
         fields: dict[str, Any] = {
             "fs_uuid": fs_uuid, "offline": False, "offline_reason": None,
             "last_scan_at": R.now_iso(),
         }
+        if complete:
+            fields["files"] = files
         if complete:
             fields["last_complete_scan_at"] = fields["last_scan_at"]
         self._save_root(root, **fields)
@@ -406,10 +419,14 @@ class Scanner:
         self.env.write(log_summary)
         return summary
 
-    def _sync(self, root: bytes, summary: ScanSummary) -> bool:
-        """Merge-join walk and stored keys. Returns True when the walk was not interrupted."""
+    def _sync(self, root: bytes, summary: ScanSummary, *, fork: bool = False
+              ) -> tuple[bool, int]:
+        """Merge-join walk and stored keys, the walk in a child process when `fork` (and that
+        is safe). Returns (True when the walk was not interrupted, files walked)."""
         prefix = K.path_key(dir_prefix(root))
-        walker = Walker(root, self.rules)
+        walker: Walker | ForkedWalk = Walker(root, self.rules)
+        if fork and can_fork():
+            walker = ForkedWalk(walker)
         candidates: list[tuple[str, bytes]] = []  # (uuid, path) stored but not seen
         long_seen: set[bytes] = set()
         long_stored: list[tuple[str, bytes]] = []
@@ -440,28 +457,36 @@ class Scanner:
 
         stopped = self.stop.is_set
         seen = 0
-        for item in walker:
-            if stopped():
-                interrupted = True
-                break
-            kind = type(item)
-            if kind is Warning_:
-                summary.errors += 1
-                if len(summary.warnings) < MAX_WARNINGS_KEPT:
-                    summary.warnings.append((item.path, item.message))
-                continue
-            if kind is FileEntry and len(item.path) > K.PATH_KEY_MAX:
-                long_seen.add(item.path)
-            batch.append(item)
-            seen += 1
-            if len(batch) >= self.batch_files or time.monotonic() > deadline:
-                flush(self._batch_hi(batch))
-                deadline = time.monotonic() + BATCH_SECONDS
-            if not seen & 127:
-                self.progress.update(
-                    {"phase": "scan", "files": walker.counters.files,
-                     "current": walker.counters.current_dir, "added": summary.added}
-                )
+        try:
+            for item in walker:
+                if stopped():
+                    interrupted = True
+                    break
+                kind = type(item)
+                if kind is Warning_:
+                    summary.errors += 1
+                    if len(summary.warnings) < MAX_WARNINGS_KEPT:
+                        summary.warnings.append((item.path, item.message))
+                    continue
+                if kind is FileEntry and len(item.path) > K.PATH_KEY_MAX:
+                    long_seen.add(item.path)
+                batch.append(item)
+                seen += 1
+                if len(batch) >= self.batch_files or time.monotonic() > deadline:
+                    flush(self._batch_hi(batch))
+                    deadline = time.monotonic() + BATCH_SECONDS
+                if not seen & 127:
+                    self.progress.update(
+                        {"phase": "scan", "files": walker.counters.files,
+                         "current": walker.counters.current_dir, "added": summary.added}
+                    )
+        finally:
+            if isinstance(walker, ForkedWalk):
+                walker.close()
+        if isinstance(walker, ForkedWalk) and not interrupted and not walker.complete:
+            interrupted = True  # the walk process died: what it did not report is unknown
+            summary.errors += 1
+            summary.warnings.append((root, "the walk process ended early: nothing removed"))
         if interrupted:
             flush(self._batch_hi(batch) if batch else lo)
             summary.interrupted = True
@@ -474,7 +499,7 @@ class Scanner:
             candidates.extend(self._displaced_under(root))
             self._remove(candidates, summary, walker.excludes)
         self.progress.done({"phase": "scan", "files": walker.counters.files})
-        return not interrupted
+        return not interrupted, walker.counters.files
 
     @staticmethod
     def _batch_hi(batch: list[FileEntry | KeepPrefix]) -> bytes | None:
