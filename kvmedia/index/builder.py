@@ -46,35 +46,75 @@ def _dictionary(term_ids: dict[str, int], pair_terms: Sequence[int],
     remap[np.fromiter((term_ids[t] for t in terms), dtype=np.int64, count=len(terms))] = \
         np.arange(len(terms), dtype=np.uint32)
     tids = remap[np.asarray(pair_terms, dtype=np.uint32)]
+    del remap
     # One u64 sort of (term << 32 | target) instead of a two-key lexsort: pairs are distinct.
-    keys = (tids.astype(np.uint64) << np.uint64(32)) | np.asarray(pair_targets, dtype=np.uint32)
+    # Built and sorted in place: a full-size temporary per operator would triple the peak.
+    keys = tids.astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= np.asarray(pair_targets, dtype=np.uint32)
     keys.sort()
-    post = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    post = keys.astype(np.uint32)  # the low 32 bits: the targets
+    del keys
     counts = np.bincount(tids, minlength=len(terms))
     return terms, _offsets(counts), post
 
 
+TRIGRAM_CHUNK_BYTES = 1 << 20
+"""Term text handled per step by `term_trigrams`: its temporaries (~40 bytes a text byte)
+stay a few tens of MB at any dictionary size."""
+
+
 def term_trigrams(off: np.ndarray, text: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keys, offsets, term ids): for every distinct byte trigram of the "\n"-terminated
-    terms in `text`, the ids of the terms holding it. All numpy, no per-term Python."""
-    b = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
-    if len(b) < 3:
-        return np.zeros(0, np.uint32), np.zeros(1, np.uint32), np.zeros(0, np.uint32)
-    keys = (b[:-2] << 16) | (b[1:-1] << 8) | b[2:]
-    nl = b == 10
-    valid = ~(nl[:-2] | nl[1:-1] | nl[2:])
-    pos = np.flatnonzero(valid)
-    tids = np.searchsorted(off.astype(np.int64), pos, side="right") - 1
-    pairs = np.sort((keys[pos].astype(np.uint64) << np.uint64(32)) | tids.astype(np.uint64))
-    keep = np.ones(len(pairs), dtype=bool)
-    keep[1:] = pairs[1:] != pairs[:-1]
-    pairs = pairs[keep]
+    terms in `text`, the ids of the terms holding it. All numpy, no per-term Python; the text
+    is taken in chunks of whole terms, each giving its distinct (trigram, term) pairs (a term
+    lies in one chunk, so pairs from different chunks differ), then one sort of them all."""
+    off64 = off.astype(np.int64)
+    n_terms = len(off64) - 1
+    parts: list[np.ndarray] = []
+    first_term = 0
+    while first_term < n_terms:
+        last_term = int(np.searchsorted(off64, off64[first_term] + TRIGRAM_CHUNK_BYTES,
+                                        side="right")) - 1
+        last_term = min(max(last_term, first_term + 1), n_terms)
+        lo, hi = int(off64[first_term]), int(off64[last_term])
+        parts.append(_chunk_trigram_pairs(off64[first_term:last_term + 1] - lo,
+                                          text[lo:hi], first_term))
+        first_term = last_term
+    pairs = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+    del parts
+    pairs.sort()
     tri = (pairs >> np.uint64(32)).astype(np.uint32)
     first = np.ones(len(tri), dtype=bool)
     first[1:] = tri[1:] != tri[:-1]
     starts = np.flatnonzero(first)
     offsets = np.append(starts, len(tri)).astype(np.uint32)
-    return tri[starts], offsets, (pairs & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    return tri[starts], offsets, pairs.astype(np.uint32)
+
+
+def _chunk_trigram_pairs(off: np.ndarray, text: bytes, first_term: int) -> np.ndarray:
+    """Distinct (trigram << 32 | term id) of the terms in `text` (offsets `off` from 0),
+    sorted; term ids start at `first_term`."""
+    b = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
+    if len(b) < 3:
+        return np.zeros(0, np.uint64)
+    keys = (b[:-2] << 16) | (b[1:-1] << 8) | b[2:]
+    nl = b == 10
+    del b
+    valid = ~(nl[:-2] | nl[1:-1] | nl[2:])
+    del nl
+    pos = np.flatnonzero(valid)
+    del valid
+    tids = np.searchsorted(off, pos, side="right") - 1 + first_term
+    pairs = keys[pos].astype(np.uint64)
+    del keys, pos
+    pairs <<= np.uint64(32)
+    pairs |= tids.astype(np.uint64)
+    del tids
+    pairs.sort()
+    keep = np.ones(len(pairs), dtype=bool)
+    keep[1:] = pairs[1:] != pairs[:-1]
+    return pairs[keep]
 
 
 def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],

@@ -43,10 +43,11 @@ from .status import needs_rebuild as _needs_rebuild
 SMALL_SEGMENT_DOCS = 50_000
 """Segments with fewer live docs than this (or than the delta) are rewritten by a merge."""
 MAX_SEGMENTS = 6
-RELEASE_EVERY = 5_000
-"""Docs read between two `Env.release_pages` (~0.5 ms each). Reading records or delta rows
-faults in their leaf pages and the kernel maps neighbouring pages with them (~6 KB of RSS a
-record measured at 1M); released every 5,000, a merge's mapped LMDB pages stay near 30 MB."""
+RELEASE_EVERY = 1_000
+"""Docs read between two `Env.release_pages` (~0.5 ms each). Reading a record faults in its
+leaf page and the kernel maps up to 15 cached neighbours with it (fault-around: ~27 KB of RSS
+a record read in uuid order at 1M, whose leaves lie all over the file); released every 1,000,
+a merge's mapped LMDB pages stay near 30 MB (every 5,000: 150 MB)."""
 TRIM_BATCH = 50_000
 """Delta entries dropped per write transaction after a merge."""
 UUID_LEN = 36
