@@ -40,10 +40,16 @@ from .store.recordstore import Record, RecordStore, RecordWriter
 from .walk import FileEntry, KeepPrefix, Walker, WalkRules, Warning_
 from .walkproc import ForkedWalk, can_fork
 
-BATCH_FILES = 2000
-"""Walk entries per write transaction. Large enough to amortise commits (fsync)."""
+BATCH_FILES = 8000
+"""Most walk entries per write transaction. Large enough to amortise commits: each fsyncs
+the pages the batch dirtied, and new files touch pages all over the tree (uuid, type and
+index-delta keys), so fewer, larger commits write each page fewer times (200k-file first
+scan: 24.9 s at 2,000 a batch, 17.9 s at 8,000)."""
 BATCH_SECONDS = 1.0
-"""A batch is also committed after this long, so other writers are never starved."""
+"""A batch is also committed after the walk spent this long collecting it, and the next
+batch is sized from the last one's write time to take about this long, so other writers
+(a watcher) never wait much longer for the write lock."""
+MIN_BATCH_FILES = 256
 MAX_WARNINGS_KEPT = 200
 WALK_PROCESS_MIN_FILES = 10_000
 """`scan.walk_process=auto` forks a walk process for roots this big: below, the fork and the
@@ -437,13 +443,19 @@ class Scanner:
         deferred: list[FileEntry] = []  # new files at a path held by a record (_displaces)
         interrupted = False
 
+        limit = self.batch_files  # entries in the next batch (sized from the last one)
+
         def flush(hi: bytes | None) -> None:
-            nonlocal lo
+            nonlocal lo, limit
             if not batch and hi is not None:
                 return
+            started = time.monotonic()
             result = self.env.write(
                 lambda txn: self._apply_batch(txn, root, prefix, batch, lo, hi, keep)
             )
+            per_entry = (time.monotonic() - started) / max(len(batch), 1)
+            limit = max(min(self.batch_files, MIN_BATCH_FILES),
+                        min(self.batch_files, int(BATCH_SECONDS / max(per_entry, 1e-7))))
             stats, cands, lstored, held = result
             deferred.extend(held)
             for key_name in ("added", "updated", "moved", "unchanged"):
@@ -472,7 +484,7 @@ class Scanner:
                     long_seen.add(item.path)
                 batch.append(item)
                 seen += 1
-                if len(batch) >= self.batch_files or time.monotonic() > deadline:
+                if len(batch) >= limit or time.monotonic() > deadline:
                     flush(self._batch_hi(batch))
                     deadline = time.monotonic() + BATCH_SECONDS
                 if not seen & 127:

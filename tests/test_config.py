@@ -29,7 +29,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Config()
     assert c["data_dir"] == str(tmp_path / "xdg" / "kvmedia") == default_data_dir()
     assert c["scan.include"] == [] and c["scan.exclude"] == []
-    assert c["scan.batch_files"] == 2000 and c["progress"] == "auto"
+    assert c["scan.batch_files"] == 8000 and c["progress"] == "auto"
     assert {r["source"] for r in c.describe()} == {"default"}
 
 
