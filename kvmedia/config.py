@@ -35,7 +35,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("scan.exclude", [], "list",
                 "gitignore-style patterns to skip, relative to each scan root",
                 "KVMEDIA_SCAN_EXCLUDE"),
-        Setting("scan.batch_files", 8000, "int", "most files per write transaction",
+        Setting("scan.batch_files", 8000, "int",
+                "most files compared per write transaction (at most 3,000 of them written)",
                 "KVMEDIA_SCAN_BATCH_FILES"),
         Setting("scan.walk_process", "auto", "choice",
                 "walk in a second process, overlapping walk and compare: auto (roots whose "

@@ -41,10 +41,15 @@ from .walk import FileEntry, KeepPrefix, Walker, WalkRules, Warning_
 from .walkproc import ForkedWalk, can_fork
 
 BATCH_FILES = 8000
-"""Most walk entries per write transaction. Large enough to amortise commits: each fsyncs
-the pages the batch dirtied, and new files touch pages all over the tree (uuid, type and
-index-delta keys), so fewer, larger commits write each page fewer times (200k-file first
-scan: 24.9 s at 2,000 a batch, 17.9 s at 8,000)."""
+"""Most walk entries per write transaction (`scan.batch_files`). Each commit fsyncs the pages
+its batch dirtied, so larger batches write each page fewer times: an unchanged or 1%-changed
+rescan is mostly compares, and takes this many at once."""
+BATCH_WRITES = 3000
+"""Most files written (added, changed, moved) per transaction: a new file dirties ~14 pages
+all over the tree (uuid, type and index-delta keys), and LMDB keeps the buffers of a
+transaction's dirty pages in its heap for reuse until the library closes, so the largest
+batch sets the scan's heap (1M-file first scan, peak RSS and time: 2,000 a batch 601 MB,
+173 s; 3,000: 645 MB, 168 s; 8,000: 797 MB, 131 s)."""
 BATCH_SECONDS = 1.0
 """A batch is also committed after the walk spent this long collecting it, and the next
 batch is sized from the last one's write time to take about this long, so other writers
@@ -324,6 +329,8 @@ class Scanner:
         self.resolver = resolver or FsUuidResolver()
         self.ingest = Ingest(store, audit, self.resolver)
         self.batch_files = batch_files
+        self.write_chunk = min(batch_files, BATCH_WRITES)
+        """Files written per transaction where every one is a write (removals, deferred)."""
         self.walk_process = walk_process
 
     # -- roots -------------------------------------------------------------------------------
@@ -443,7 +450,7 @@ class Scanner:
         deferred: list[FileEntry] = []  # new files at a path held by a record (_displaces)
         interrupted = False
 
-        limit = self.batch_files  # entries in the next batch (sized from the last one)
+        limit = self.write_chunk  # entries in the next batch (sized from the last one)
 
         def flush(hi: bytes | None) -> None:
             nonlocal lo, limit
@@ -453,9 +460,8 @@ class Scanner:
             result = self.env.write(
                 lambda txn: self._apply_batch(txn, root, prefix, batch, lo, hi, keep)
             )
-            per_entry = (time.monotonic() - started) / max(len(batch), 1)
-            limit = max(min(self.batch_files, MIN_BATCH_FILES),
-                        min(self.batch_files, int(BATCH_SECONDS / max(per_entry, 1e-7))))
+            limit = self._next_batch_size(len(batch), time.monotonic() - started,
+                                          result[0])
             stats, cands, lstored, held = result
             deferred.extend(held)
             for key_name in ("added", "updated", "moved", "unchanged"):
@@ -512,6 +518,16 @@ class Scanner:
             self._remove(candidates, summary, walker.excludes)
         self.progress.done({"phase": "scan", "files": walker.counters.files})
         return not interrupted, walker.counters.files
+
+    def _next_batch_size(self, entries: int, seconds: float, stats: dict[str, int]) -> int:
+        """Walk entries for the next batch, judged by the last one: about BATCH_SECONDS of
+        writing and at most BATCH_WRITES files written, within [MIN_BATCH_FILES, batch_files]."""
+        entries = max(entries, 1)
+        written = stats["added"] + stats["updated"] + stats["moved"]
+        by_time = BATCH_SECONDS * entries / max(seconds, 1e-6)
+        by_writes = BATCH_WRITES * entries / max(written, 1)
+        return max(min(self.batch_files, MIN_BATCH_FILES),
+                   min(self.batch_files, int(by_time), int(by_writes)))
 
     @staticmethod
     def _batch_hi(batch: list[FileEntry | KeepPrefix]) -> bytes | None:
@@ -639,8 +655,8 @@ class Scanner:
         """Write the files `_displaces` held back, after the walk: a record that moved away
         from their path has been moved by now. Returns removal candidates."""
         cands: list[tuple[str, bytes]] = []
-        for start in range(0, len(deferred), self.batch_files):
-            chunk = deferred[start:start + self.batch_files]
+        for start in range(0, len(deferred), self.write_chunk):
+            chunk = deferred[start:start + self.write_chunk]
 
             def fn(txn: lmdb.Transaction, chunk: list[FileEntry] = chunk
                    ) -> tuple[dict[str, int], list[tuple[str, bytes]]]:
@@ -694,8 +710,8 @@ class Scanner:
 
     def _remove(self, candidates: list[tuple[str, bytes]], summary: ScanSummary,
                 excluded: Callable[[bytes], bool]) -> None:
-        for start in range(0, len(candidates), self.batch_files):
-            chunk = candidates[start:start + self.batch_files]
+        for start in range(0, len(candidates), self.write_chunk):
+            chunk = candidates[start:start + self.write_chunk]
 
             def fn(txn: lmdb.Transaction, chunk: list[tuple[str, bytes]] = chunk) -> int:
                 w = self.store.writer(txn)

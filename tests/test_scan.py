@@ -603,3 +603,45 @@ def test_new_file_at_a_moved_files_path_survives_an_interrupted_scan(tmp_path: P
         new = lib.find_by_path(os.fsencode(vol / "a.jpg"))
         assert new is not None and new["uuid"] != old_uuid and new["size"] == 5
         assert lib.count() == 2
+
+
+def test_a_first_scan_writes_at_most_batch_writes_files_per_transaction(tmp_path: Path) -> None:
+    """LMDB keeps the buffers of a transaction's dirty pages for reuse, so the largest batch
+    sets the scan's heap: new files go in transactions of at most BATCH_WRITES, however many
+    files a batch may compare."""
+    from kvmedia.scan import BATCH_WRITES
+
+    vol = tmp_path / "vol"
+    n = 2 * BATCH_WRITES + 500
+    for i in range(n):
+        write(vol / f"d{i // 500:02d}" / f"IMG_{i:05d}.jpg", b"")
+    per_txn: dict[int, int] = {}
+
+    def count(writer: Any, old: Any, new: Any) -> None:
+        per_txn[id(writer.txn)] = per_txn.get(id(writer.txn), 0) + 1
+
+    with Library.open(tmp_path / "data",
+                      config=Config({"scan.batch_files": 10 * BATCH_WRITES})) as lib:
+        lib.store.listeners.append(count)
+        (summary,) = lib.scan([vol])
+    assert summary.added == n
+    assert sum(per_txn.values()) == n
+    assert max(per_txn.values()) <= BATCH_WRITES
+    assert len(per_txn) >= 3
+
+
+def test_batch_size_follows_the_last_batch(lib: Library) -> None:
+    """Compares are cheap and fill a whole batch; writes are capped by count and by time."""
+    from kvmedia.scan import BATCH_WRITES, MIN_BATCH_FILES, Scanner
+
+    def size(batch_files: int, entries: int, seconds: float, written: int) -> int:
+        scanner = Scanner(lib.env, lib.store, lib.audit, batch_files=batch_files)
+        return scanner._next_batch_size(entries, seconds, {
+            "added": written, "updated": 0, "moved": 0, "unchanged": entries - written})
+
+    assert size(8000, 8000, 0.05, 0) == 8000                    # unchanged rescan
+    assert size(8000, 8000, 0.05, 80) == 8000                   # 1% changed
+    assert size(8000, 3000, 0.3, 3000) == BATCH_WRITES          # first scan, fast disk
+    assert size(8000, 3000, 3.0, 3000) == 1000                  # first scan, 1 ms a file
+    assert size(8000, 3000, 300.0, 3000) == MIN_BATCH_FILES     # a very slow disk
+    assert size(7, 7, 0.01, 7) == 7                             # a tiny configured batch
