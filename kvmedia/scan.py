@@ -503,8 +503,9 @@ class Scanner:
                 walker.close()
         if isinstance(walker, ForkedWalk) and not interrupted and not walker.complete:
             interrupted = True  # the walk process died: what it did not report is unknown
-            summary.errors += 1
-            summary.warnings.append((root, "the walk process ended early: nothing removed"))
+            if not stopped():  # a Ctrl-C on a terminal stops the child too: no error then
+                summary.errors += 1
+                summary.warnings.append((root, "the walk process ended early: nothing removed"))
         if interrupted:
             flush(self._batch_hi(batch) if batch else lo)
             summary.interrupted = True

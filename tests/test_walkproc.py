@@ -156,3 +156,40 @@ def test_auto_forks_for_roots_whose_last_scan_was_big(tmp_path: Path,
         second = lib.scan([str(root)])[0]
         assert second.interrupted and second.removed == 0
         assert lib.count() == first.added
+
+
+def test_ctrl_c_on_a_terminal_stops_a_forked_rescan_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C on a terminal signals the whole process group, so the walk process dies with
+    the scan: that is an interruption (exit 130, nothing removed), not a walk error; the next
+    scan finishes the job."""
+    import signal
+
+    root, data = tmp_path / "r", tmp_path / "data"
+    n = 24_000
+    for i in range(n):
+        write(root / f"d{i // 500:03d}" / f"IMG_{i:05d}.jpg", b"")
+    env = dict(os.environ, KVMEDIA_DATA_DIR=str(data), KVMEDIA_CONFIG=str(tmp_path / "none"),
+               KVMEDIA_SCAN_WALK_PROCESS="yes")
+    scan = [sys.executable, "-m", "kvmedia", "scan", str(root), "--json", "--progress", "json"]
+    subprocess.run(scan, env=env, check=True, capture_output=True, timeout=300)
+    stamp = 1_500_000_000
+    for i in range(n):  # every file changed: the rescan writes, slow enough to interrupt
+        os.utime(root / f"d{i // 500:03d}" / f"IMG_{i:05d}.jpg", (stamp, stamp))
+    proc = subprocess.Popen(scan, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if orjson.loads(line).get("files", 0) > 0:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal's Ctrl-C does
+    out, _ = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the scan finished before the signal arrived")
+    assert proc.returncode == 130
+    summary = orjson.loads(out.splitlines()[-1])
+    assert summary["interrupted"] and summary["removed"] == 0
+    assert summary["errors"] == 0 and summary["warnings"] == []
+    done = subprocess.run(scan, env=env, check=True, capture_output=True, timeout=300)
+    summary = orjson.loads(done.stdout.splitlines()[-1])
+    assert summary["updated"] + summary["unchanged"] == n and summary["removed"] == 0
+    assert not summary["interrupted"] and summary["errors"] == 0
