@@ -30,6 +30,7 @@ import orjson
 
 from . import crashpoints
 from . import records as R
+from .forking import can_fork
 from .identity import FsUuidResolver, uuid_for_hardlink, uuid_from_triplet
 from .pathbytes import dir_prefix, display, get_field, is_under, set_field
 from .progress import NullProgress, Progress
@@ -38,7 +39,7 @@ from .store.audit import AuditLog
 from .store.env import Env
 from .store.recordstore import Record, RecordStore, RecordWriter
 from .walk import FileEntry, KeepPrefix, Walker, WalkRules, Warning_
-from .walkproc import ForkedWalk, can_fork
+from .walkproc import ForkedWalk
 
 BATCH_FILES = 8000
 """Most walk entries per write transaction (`scan.batch_files`). Each commit fsyncs the pages

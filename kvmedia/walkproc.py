@@ -15,8 +15,8 @@ KeepPrefix / Warning_ as themselves. `counters`: the walker's WalkCounters field
 chunk. `done`: True on the last frame only. A stream that ends without it (the child was
 killed, ran out of memory, crashed) marks the walk incomplete, so the scan deletes nothing.
 
-Used only where a fork is safe: a platform with fork and a process with no other threads
-(a forked copy of a threaded process may hold locks no thread will release).
+Used only where a fork is safe (forking.py: a platform with fork, a process with no other
+threads).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import os
 import pickle
 import signal
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import astuple, fields
@@ -43,11 +42,6 @@ slow volume."""
 PIPE_BYTES = 1 << 20
 _FRAME = struct.Struct("<I")
 _COUNTER_FIELDS = tuple(f.name for f in fields(WalkCounters))
-
-
-def can_fork() -> bool:
-    """True when a forked walk is safe here: fork exists and no other thread runs."""
-    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 class ForkedWalk:

@@ -15,9 +15,10 @@ import pytest
 from kvtest import write
 
 from kvmedia import Library
+from kvmedia.forking import can_fork
 from kvmedia.pathbytes import get_field
 from kvmedia.walk import Walker, WalkRules
-from kvmedia.walkproc import CHUNK_ITEMS, ForkedWalk, can_fork
+from kvmedia.walkproc import CHUNK_ITEMS, ForkedWalk
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 

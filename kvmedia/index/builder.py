@@ -189,6 +189,42 @@ class SegmentBuilder:
         file (a full rebuild reads records in uuid order, which no LRU cache survives)."""
         self.add(doc_from_record(rec, self._norm_dir))
 
+    def state(self) -> tuple[Any, ...]:
+        """Everything added so far, as plain picklable values (for `absorb` in another
+        process): doc count, the packed columns, and the extension, folder and term tables in
+        id order."""
+        return (self._n, bytes(self._uuid), bytes(self._fixed), list(self._exts),
+                list(self._dirs), self._ndirs, bytes(self._names), bytes(self._keys),
+                list(self._term_ids), self._pair_terms.tobytes())
+
+    def absorb(self, state: tuple[Any, ...]) -> None:
+        """Add the documents of another builder's `state()` (uuids distinct from ours): its
+        table ids are renumbered into ours. The segment written is the same as if every
+        document had been added here (finish() orders documents, folders and terms itself)."""
+        n, uuid, fixed, exts, dirs, ndirs, names, keys, terms, pair_terms = state
+        ext_ids = self._exts
+        ext_map = np.array([ext_ids.setdefault(e, len(ext_ids)) for e in exts] or [0],
+                           dtype=np.uint32)
+        dir_map = np.zeros(max(len(dirs), 1), dtype=np.uint32)
+        for i, (raw, ndir) in enumerate(zip(dirs, ndirs, strict=True)):
+            d = self._dirs.setdefault(raw, len(self._dirs))
+            if d == len(self._ndirs):
+                self._ndirs.append(ndir)
+            dir_map[i] = d
+        term_id, term_ids = self._term_ids.setdefault, self._term_ids
+        term_map = np.fromiter((term_id(t, len(term_ids)) for t in terms), dtype=np.uint32,
+                               count=len(terms))
+        rows = np.frombuffer(fixed, dtype=ROW).copy()
+        rows["dir"] = dir_map[rows["dir"]]
+        rows["ext"] = ext_map[rows["ext"]]
+        self._fixed += rows.tobytes()
+        self._uuid += uuid
+        self._names += names
+        self._keys += keys
+        self._pair_terms.frombytes(term_map[np.frombuffer(pair_terms, dtype=np.uint32)]
+                                   .tobytes())
+        self._n += n
+
     def _norm_dir(self, raw_dir: bytes) -> str:
         d = self._dirs.get(raw_dir)
         return A.norm_dir(raw_dir) if d is None else self._ndirs[d]

@@ -36,6 +36,7 @@ from . import manifest as M
 from .builder import SegmentBuilder
 from .delta import K_GEN, delta_key, iter_delta, read_gen
 from .docs import DocRow
+from .parallel import add_all_records
 from .segment import Segment
 from .status import DAMAGED_MARK, MERGE_DELTA_DOCS
 from .status import needs_rebuild as _needs_rebuild
@@ -135,10 +136,7 @@ class IndexMaintainer:
                     if len(snapshot) % RELEASE_EVERY == 0:
                         self.env.release_pages(trim=False)
                 if full:
-                    for rec in RecordStore.iter_records(txn):
-                        builder.add_record(rec)
-                        if len(builder) % RELEASE_EVERY == 0:
-                            self.env.release_pages(trim=False)
+                    add_all_records(builder, self.env, txn, RELEASE_EVERY)
                     keep: list[M.SegmentEntry] = []
                 else:
                     keep = self._fold(txn, man, snapshot, builder, optimize)
