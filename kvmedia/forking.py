@@ -8,10 +8,69 @@ runs one thread; otherwise the work stays in-process.
 
 from __future__ import annotations
 
+import fcntl
+import gc
 import os
+import signal
 import threading
+from collections.abc import Callable
+from typing import BinaryIO
 
 
 def can_fork() -> bool:
     """True when a forked helper is safe here: fork exists and no other thread runs."""
     return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def fork_writer(work: Callable[[int], None], *, only_pipe: bool = False,
+                pipe_bytes: int = 0) -> tuple[int, BinaryIO]:
+    """Fork a child that runs `work(write_fd)` and exits (0 when it returned, 1 on any
+    exception), without the parent's cleanups; returns (pid, a buffered reader of the pipe).
+
+    In the child: no garbage collection (it would touch, and so copy, every page shared with
+    the parent), SIGINT/SIGTERM back to their defaults, and with `only_pipe` every other
+    descriptor closed (nothing of the library's, LMDB or locks, outlives the parent there).
+    `pipe_bytes`: a pipe buffer to ask for (fewer wake-ups of either side)."""
+    read_fd, write_fd = os.pipe()
+    if pipe_bytes:
+        try:
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, pipe_bytes)
+        except (OSError, AttributeError):
+            pass
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            gc.disable()
+            if only_pipe:
+                os.closerange(3, write_fd)
+                os.closerange(write_fd + 1, _max_fd())
+            else:
+                os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            work(write_fd)
+            status = 0
+        except BaseException:  # noqa: BLE001 - any failure: the parent sees it in the stream
+            pass
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return pid, os.fdopen(read_fd, "rb", buffering=1 << 20)
+
+
+def reap(pid: int, *, kill: bool = True) -> int:
+    """Wait for child `pid` (killing it first when `kill`); its wait status."""
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return os.waitpid(pid, 0)[1]
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536

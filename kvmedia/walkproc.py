@@ -21,17 +21,15 @@ threads).
 
 from __future__ import annotations
 
-import fcntl
-import gc
 import os
 import pickle
-import signal
 import struct
 import time
 from collections.abc import Iterator
 from dataclasses import astuple, fields
 
 from . import crashpoints
+from .forking import fork_writer, reap
 from .walk import FileEntry, WalkCounters, Walker, WalkItem
 
 CHUNK_ITEMS = 1024
@@ -59,30 +57,8 @@ class ForkedWalk:
         return self.walker.excludes(path, is_dir=is_dir)
 
     def __iter__(self) -> Iterator[WalkItem]:
-        read_fd, write_fd = os.pipe()
-        try:  # room for a few frames: fewer wake-ups of either side
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except (OSError, AttributeError):
-            pass
-        pid = os.fork()
-        if pid == 0:  # the child: walk, write, exit without running the parent's cleanups
-            status = 1
-            try:
-                gc.disable()  # a collection would touch (copy) every page shared with the parent
-                # only the pipe: no library descriptor (LMDB, locks) outlives the parent here
-                os.closerange(3, write_fd)
-                os.closerange(write_fd + 1, _max_fd())
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _send_walk(self.walker, write_fd)
-                status = 0
-            except BaseException:  # noqa: BLE001 - any failure: the parent sees no `done`
-                pass
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        self._pid = pid
-        self._stream = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        self._pid, self._stream = fork_writer(
+            lambda fd: _send_walk(self.walker, fd), only_pipe=True, pipe_bytes=PIPE_BYTES)
         try:
             yield from self._receive()
         finally:
@@ -116,19 +92,8 @@ class ForkedWalk:
             self._stream.close()
             self._stream = None
         if self._pid:
-            try:
-                os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self._pid, 0)
+            reap(self._pid)
             self._pid = 0
-
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (OSError, ValueError):
-        return 65536
 
 
 def _send_walk(walker: Walker, fd: int) -> None:

@@ -22,17 +22,15 @@ upper half itself, so a failure costs time, never a record.
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
-import signal
 from typing import Any
 
 import lmdb
 import orjson
 
 from .. import crashpoints
-from ..forking import can_fork
+from ..forking import can_fork, fork_writer, reap
 from ..store import keys as K
 from ..store.env import Env
 from .builder import SegmentBuilder
@@ -86,24 +84,8 @@ class _Child:
     """The forked half of a build: started at once, its state read by `result()`."""
 
     def __init__(self, env: Env, txn: lmdb.Transaction, release_every: int) -> None:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                os.close(read_fd)
-                gc.disable()  # a collection would touch (copy) every page shared with the parent
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _build_upper_half(env, txn, release_every, write_fd)
-                status = 0
-            except BaseException:  # noqa: BLE001 - any failure: the parent builds this half
-                pass
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        self._pid = pid
-        self._stream: Any = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        self._pid, self._stream = fork_writer(
+            lambda fd: _build_upper_half(env, txn, release_every, fd))
 
     def result(self) -> tuple[Any, ...] | None:
         """The child's builder state, or None when it failed."""
@@ -111,7 +93,7 @@ class _Child:
             data = self._stream.read()
         finally:
             self._stream.close()
-        _, status = os.waitpid(self._pid, 0)
+        status = reap(self._pid, kill=False)
         self._pid = 0
         if status != 0:
             return None
@@ -125,11 +107,7 @@ class _Child:
         if not self._stream.closed:
             self._stream.close()
         if self._pid:
-            try:
-                os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self._pid, 0)
+            reap(self._pid)
             self._pid = 0
 
 
