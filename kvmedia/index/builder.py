@@ -305,13 +305,15 @@ class SegmentBuilder:
         del pair_docs
 
         term_ids: dict[str, int] = {}
+        term_id = term_ids.setdefault
         pair_terms = array("I")
-        pair_dirs = array("I")
+        per_dir = array("I")
         folder_terms = A.FolderTerms()
-        for i, d in enumerate(dirs):
-            for t in folder_terms(d):
-                pair_terms.append(term_ids.setdefault(t, len(term_ids)))
-                pair_dirs.append(i)
+        for d in dirs:
+            ts = folder_terms(d)
+            pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
+            per_dir.append(len(ts))
+        pair_dirs = np.repeat(np.arange(len(dirs), dtype=np.uint32), per_dir)
         _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
                         *_dictionary(term_ids, pair_terms, pair_dirs),
                         (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
