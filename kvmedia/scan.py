@@ -461,9 +461,8 @@ class Scanner:
             result = self.env.write(
                 lambda txn: self._apply_batch(txn, root, prefix, batch, lo, hi, keep)
             )
-            limit = self._next_batch_size(len(batch), time.monotonic() - started,
-                                          result[0])
             stats, cands, lstored, held = result
+            limit = self._next_batch_size(len(batch), time.monotonic() - started, stats)
             deferred.extend(held)
             for key_name in ("added", "updated", "moved", "unchanged"):
                 setattr(summary, key_name, getattr(summary, key_name) + stats[key_name])
