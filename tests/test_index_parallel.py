@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from search_helpers import assert_same, gen_corpus, put_paths
+from search_helpers import assert_same, delete_uuids, gen_corpus, put_paths
 
 from kvmedia import Library
 from kvmedia.forking import can_fork
@@ -30,7 +30,7 @@ ODD_NAMES = [
 
 def _build(data_dir: Path, *, fork: bool, monkeypatch: pytest.MonkeyPatch) -> bytes:
     """Rebuild the index of the library in `data_dir`; the segment's bytes."""
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_RECORDS", 0 if fork else 1 << 62)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_DOCS", 0 if fork else 1 << 62)
     with Library.open(data_dir) as lib:
         report = lib.search_engine.maintainer.merge(full=True)
         assert report.segments == 1
@@ -91,14 +91,14 @@ def test_a_child_that_dies_costs_time_not_records(data_dir: Path,
 
 def test_small_libraries_and_threaded_processes_build_in_process(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Below PARALLEL_MIN_RECORDS, or with another thread running, nothing is forked."""
+    """Below PARALLEL_MIN_DOCS, or with another thread running, nothing is forked."""
     import threading
 
     _library(data_dir)
     forks = FORKS[0]
     with Library.open(data_dir) as lib:
         assert lib.search_engine.maintainer.merge(full=True).docs == 3000 + len(ODD_NAMES)
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_RECORDS", 0)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_DOCS", 0)
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
@@ -109,3 +109,31 @@ def test_small_libraries_and_threaded_processes_build_in_process(
         release.set()
         other.join()
     assert FORKS[0] == forks
+
+
+@pytest.mark.usefixtures("forkable")
+def test_a_merge_of_the_delta_on_two_processes_writes_the_same_segment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of a first scan: every new document is in the delta; a merge folds it."""
+    rows = list(gen_corpus.paths(3000, seed=9))
+    segments = []
+    for fork in (False, True):
+        data_dir = tmp_path / f"data-{fork}"
+        monkeypatch.setattr(parallel, "PARALLEL_MIN_DOCS", 0 if fork else 1 << 62)
+        with Library.open(data_dir) as lib:
+            uuids = put_paths(lib, rows)
+            put_paths(lib, [(p, 100 + i, 1_700_000_000_000_000_000 + i)
+                            for i, p in enumerate(ODD_NAMES)], first_ino=900_000)
+            delete_uuids(lib, uuids[::7])  # tombstones in the delta too
+            forks = FORKS[0]
+            report = lib.search_engine.maintainer.merge()
+            assert report.kind == "merge" and report.segments == 1
+            assert FORKS[0] == forks + fork
+            index_dir = lib.search_engine.maintainer.index_dir
+            (entry,) = M.read_manifest(index_dir).segments
+            with open(os.path.join(index_dir, entry.file), "rb") as fh:
+                segments.append(fh.read())
+            for query in ("bai bien", "ete", "東京", "img", "top"):
+                assert_same(lib, query)
+    assert segments[0] == segments[1]
+    assert _no_children()

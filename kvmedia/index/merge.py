@@ -35,8 +35,7 @@ from ..store.recordstore import RecordStore
 from . import manifest as M
 from .builder import SegmentBuilder
 from .delta import K_GEN, delta_key, iter_delta, read_gen
-from .docs import DocRow
-from .parallel import add_all_records
+from .parallel import add_all_records, add_delta_docs
 from .segment import Segment
 from .status import DAMAGED_MARK, MERGE_DELTA_DOCS
 from .status import needs_rebuild as _needs_rebuild
@@ -131,10 +130,10 @@ class IndexMaintainer:
                     full = True
                 for uuid, value in iter_delta(txn):
                     snapshot.add(uuid, value)
-                    if value and not full:
-                        builder.add(DocRow.unpack(uuid, value))
                     if len(snapshot) % RELEASE_EVERY == 0:
                         self.env.release_pages(trim=False)
+                if not full:
+                    add_delta_docs(builder, self.env, txn, len(snapshot), RELEASE_EVERY)
                 if full:
                     add_all_records(builder, self.env, txn, RELEASE_EVERY)
                     keep: list[M.SegmentEntry] = []

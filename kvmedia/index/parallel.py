@@ -1,10 +1,12 @@
-"""A full index build on two cores: the records of the upper half of the uuid space are added
-to a `SegmentBuilder` in a forked child while this process adds the lower half.
+"""Index builds on two cores: the documents of the upper half of the uuid space (records in a
+full rebuild, delta entries in a merge) are added to a `SegmentBuilder` in a forked child
+while this process adds the lower half.
 
 Analysing a record (normalising its name and folder, splitting terms) is most of a rebuild's
 time and is plain Python, so a second process is the only way to use the second core. The
-child adds the records with keys from `SPLIT` on and sends its builder's `state()` back; this
-process `absorb()`s it. The segment written is byte-for-byte the one a single process writes.
+child adds the documents whose keys end in a uuid from "8" on and sends its builder's
+`state()` back; this process `absorb()`s it. The segment written is byte-for-byte the one a
+single process writes.
 
 The child reads through the read transaction it inherits, so both halves come from one
 snapshot. That is sound for a read-only transaction: LMDB readers take no locks, the pages are
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import lmdb
@@ -34,23 +37,54 @@ from ..forking import can_fork, fork_writer, reap
 from ..store import keys as K
 from ..store.env import Env
 from .builder import SegmentBuilder
+from .delta import P_DELTA
+from .docs import DocRow
 
-SPLIT = K.P_UUID + b"8"
-"""Record keys below this go to this process, the others to the child: uuids are uniform hex."""
-PARALLEL_MIN_RECORDS = 50_000
-"""Fewer records than this are added in-process: forking and the hand-over cost ~0.1 s."""
+PARALLEL_MIN_DOCS = 50_000
+"""Fewer documents than this are added in-process: forking and the hand-over cost ~0.1 s."""
+
+Adder = Callable[[SegmentBuilder, bytes, bytes], None]
+"""Adds the document of one (key, value) of a key family to a builder."""
+
+
+def _add_record(builder: SegmentBuilder, key: bytes, raw: bytes) -> None:
+    builder.add_record(orjson.loads(raw))
+
+
+def _add_delta_doc(builder: SegmentBuilder, key: bytes, raw: bytes) -> None:
+    if raw:  # b"": a deletion, nothing to index
+        builder.add(DocRow.unpack(key[len(P_DELTA):].decode("ascii"), raw))
 
 
 def add_all_records(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction,
                     release_every: int) -> None:
-    """Add every record of `txn` to `builder`; half of them in a child when that pays.
-    `release_every`: records between two `Env.release_pages`, in either process."""
-    child = _Child(env, txn, release_every) if _worth_forking(txn) else None
+    """Add every record of `txn` (a full rebuild); half of them in a child when that pays.
+    `release_every`: documents between two `Env.release_pages`, in either process."""
+    records = sum(K.unpack_stats(txn.get(K.stats_key(K.ALL, trash)))[0]
+                  for trash in (False, True))
+    _add_in_halves(builder, env, txn, K.P_UUID, _add_record, records, release_every)
+
+
+def add_delta_docs(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, entries: int,
+                   release_every: int) -> None:
+    """Add the live documents of the delta's `entries` entries (a merge)."""
+    _add_in_halves(builder, env, txn, P_DELTA, _add_delta_doc, entries, release_every)
+
+
+def _add_in_halves(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, prefix: bytes,
+                   add: Adder, docs: int, release_every: int) -> None:
+    """Keys under `prefix` end in a uuid, so `prefix + "8"` halves them: the lower half here,
+    the upper half in a child when there are enough and a fork is safe."""
+    split = prefix + b"8"
+    fork = docs >= PARALLEL_MIN_DOCS and can_fork() and (os.cpu_count() or 1) > 1
+    child = _Child(lambda fd: _build_half(env, txn, prefix, split, add, release_every, fd)
+                   ) if fork else None
     try:
-        add_records(builder, env, txn, K.P_UUID, SPLIT if child else None, release_every)
+        add_range(builder, env, txn, prefix, prefix, split if child else None, add,
+                  release_every)
         state = child.result() if child else None
         if child and state is None:  # the child failed: its half, here
-            add_records(builder, env, txn, SPLIT, None, release_every)
+            add_range(builder, env, txn, prefix, split, None, add, release_every)
         elif state is not None:
             builder.absorb(state)
     finally:
@@ -58,34 +92,25 @@ def add_all_records(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction,
             child.close()
 
 
-def add_records(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, start: bytes,
-                stop: bytes | None, release_every: int) -> None:
-    """Add the records with keys in [start, stop) (stop None: to the last record)."""
+def add_range(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, prefix: bytes,
+              start: bytes, stop: bytes | None, add: Adder, release_every: int) -> None:
+    """`add` every key under `prefix` in [start, stop) (stop None: to the last one)."""
     cur = txn.cursor()
     if not cur.set_range(start):
         return
     for i, (key, raw) in enumerate(cur, 1):
-        if not key.startswith(K.P_UUID) or (stop is not None and key >= stop):
+        if not key.startswith(prefix) or (stop is not None and key >= stop):
             return
-        builder.add_record(orjson.loads(raw))
+        add(builder, key, raw)
         if i % release_every == 0:
             env.release_pages(trim=False)
-
-
-def _worth_forking(txn: lmdb.Transaction) -> bool:
-    if not can_fork() or (os.cpu_count() or 1) < 2:
-        return False
-    records = sum(K.unpack_stats(txn.get(K.stats_key(K.ALL, trash)))[0]
-                  for trash in (False, True))
-    return records >= PARALLEL_MIN_RECORDS
 
 
 class _Child:
     """The forked half of a build: started at once, its state read by `result()`."""
 
-    def __init__(self, env: Env, txn: lmdb.Transaction, release_every: int) -> None:
-        self._pid, self._stream = fork_writer(
-            lambda fd: _build_upper_half(env, txn, release_every, fd))
+    def __init__(self, work: Callable[[int], None]) -> None:
+        self._pid, self._stream = fork_writer(work)
 
     def result(self) -> tuple[Any, ...] | None:
         """The child's builder state, or None when it failed."""
@@ -111,11 +136,12 @@ class _Child:
             self._pid = 0
 
 
-def _build_upper_half(env: Env, txn: lmdb.Transaction, release_every: int, fd: int) -> None:
-    """The child's side: the records from SPLIT on, read through the inherited `txn`; one
+def _build_half(env: Env, txn: lmdb.Transaction, prefix: bytes, split: bytes, add: Adder,
+                release_every: int, fd: int) -> None:
+    """The child's side: the keys from `split` on, read through the inherited `txn`; one
     pickle of the builder's state to `fd`."""
     builder = SegmentBuilder()
-    add_records(builder, env, txn, SPLIT, None, release_every)
+    add_range(builder, env, txn, prefix, split, None, add, release_every)
     crashpoints.hit("index.parallel_child")
     with os.fdopen(fd, "wb", buffering=1 << 20) as out:
         pickle.dump(builder.state(), out, pickle.HIGHEST_PROTOCOL)
