@@ -22,6 +22,14 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and `taskset` set),
+    not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def fork_writer(work: Callable[[int], None], *, only_pipe: bool = False,
                 pipe_bytes: int = 0) -> tuple[int, BinaryIO]:
     """Fork a child that runs `work(write_fd)` and exits (0 when it returned, 1 on any

@@ -33,7 +33,7 @@ import lmdb
 import orjson
 
 from .. import crashpoints
-from ..forking import can_fork, fork_writer, reap
+from ..forking import can_fork, fork_writer, reap, usable_cores
 from ..store import keys as K
 from ..store.env import Env
 from .builder import SegmentBuilder
@@ -76,7 +76,7 @@ def _add_in_halves(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, pre
     """Keys under `prefix` end in a uuid, so `prefix + "8"` halves them: the lower half here,
     the upper half in a child when there are enough and a fork is safe."""
     split = prefix + b"8"
-    fork = docs >= PARALLEL_MIN_DOCS and can_fork() and (os.cpu_count() or 1) > 1
+    fork = docs >= PARALLEL_MIN_DOCS and usable_cores() > 1 and can_fork()
     child = _Child(lambda fd: _build_half(env, txn, prefix, split, add, release_every, fd)
                    ) if fork else None
     try:
