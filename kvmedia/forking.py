@@ -26,7 +26,7 @@ def usable_cores() -> int:
     """CPUs this process may run on (its affinity mask, which containers and `taskset` set),
     not the machine's count."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
 
 
