@@ -193,9 +193,8 @@ class SegmentBuilder:
         """Everything added so far, as plain picklable values (for `absorb` in another
         process): doc count, the packed columns, and the extension, folder and term tables in
         id order."""
-        return (self._n, bytes(self._uuid), bytes(self._fixed), list(self._exts),
-                list(self._dirs), self._ndirs, bytes(self._names), bytes(self._keys),
-                list(self._term_ids), self._pair_terms.tobytes())
+        return (self._n, self._uuid, self._fixed, list(self._exts), list(self._dirs),
+                self._ndirs, self._names, self._keys, list(self._term_ids), self._pair_terms)
 
     def absorb(self, state: tuple[Any, ...]) -> None:
         """Add the documents of another builder's `state()` (uuids distinct from ours): its
@@ -222,7 +221,7 @@ class SegmentBuilder:
         self._names += names
         self._keys += keys
         self._pair_terms.frombytes(term_map[np.frombuffer(pair_terms, dtype=np.uint32)]
-                                   .tobytes())
+                                   .tobytes())  # pair_terms: an array("I") or its bytes
         self._n += n
 
     def _norm_dir(self, raw_dir: bytes) -> str:
