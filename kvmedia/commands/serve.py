@@ -38,6 +38,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def default_search_workers() -> int:
+    """One search process a core the server may use; none on a single core (a worker there
+    only adds a pipe hop to every search)."""
+    from ..forking import usable_cores
+
+    cores = usable_cores()
+    return cores if cores >= 2 else 0
+
+
 @cli.command(epilog=EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback requires the API token.")
@@ -50,11 +59,16 @@ def _bind(host: str, port: int) -> socket.socket:
                    "KVMEDIA_SERVE_REQUIRE_TOKEN=1).")
 @click.option("--debounce", "debounce_s", type=click.FloatRange(min=0), default=1.5,
               show_default=True, help="Watcher debounce in seconds (with --watch).")
+@click.option("--search-workers", type=click.IntRange(min=-1), default=-1,
+              envvar="KVMEDIA_SERVE_SEARCH_WORKERS", show_default="one a core when there are "
+              "two or more",
+              help="Processes that run text searches side by side (0: in the server "
+                   "process; also KVMEDIA_SERVE_SEARCH_WORKERS).")
 @json_option
 @handle_errors
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, watch_paths: tuple[bytes, ...],
-          require_token: bool, debounce_s: float, as_json: bool) -> None:
+          require_token: bool, debounce_s: float, search_workers: int, as_json: bool) -> None:
     """Serve the library over HTTP: a JSON API (/api/..., described at /openapi.json), file
     downloads by share token (/f/<token>) and a search page at /.
 
@@ -106,7 +120,10 @@ def serve(ctx: click.Context, host: str, port: int, watch_paths: tuple[bytes, ..
                 click.echo(f"kvmedia: serving {info['url']} ({how}); Ctrl-C stops", err=True)
             sys.stdout.flush()
 
-        app = create_app(lib, token=token, watcher=watcher, on_ready=announce)
+        if search_workers < 0:
+            search_workers = default_search_workers()
+        app = create_app(lib, token=token, watcher=watcher, search_workers=search_workers,
+                         on_ready=announce)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=3, server_header=False)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the

@@ -110,7 +110,8 @@ after a release (shared libraries, other files), before it lets go of them.
 A search maps the pages it reads, and the kernel maps neighbouring cached pages with each
 fault; a server or a script running many searches would otherwise end up holding most of the
 index and the records in its RSS. Released pages stay in the page cache: the next search
-that needs one maps it again for a fraction of a microsecond."""
+that needs one maps it again for a fraction of a microsecond (but a release of a big mapping
+costs ~1 ms). The `search.mapped_mb` setting (KVMEDIA_SEARCH_MAPPED_MB) sets it."""
 BUDGET_CHECK_EVERY = 1
 """Searches between two looks at /proc/self/statm (~10 us, 1 % of a fast search): every
 one, so no burst of searches runs far past the budget between looks."""
@@ -126,9 +127,11 @@ def _mapped_file_bytes() -> int:
 
 
 class SearchEngine:
-    def __init__(self, env: Env, data_dir: str, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, env: Env, data_dir: str, cache_bytes: int = CACHE_BYTES,
+                 mapped_budget: int = MAPPED_BUDGET) -> None:
         self.env = env
         self.cache_bytes = cache_bytes  # per segment (index/segment.py CACHE_BYTES)
+        self.mapped_budget = mapped_budget
         self._searches = 0
         self._mapped_floor = 0  # file bytes still mapped right after the last release
         self.maintainer = IndexMaintainer(env, data_dir)
@@ -255,7 +258,7 @@ class SearchEngine:
     def _keep_mapped_pages_in_budget(self) -> None:
         self._searches += 1
         if self._searches % BUDGET_CHECK_EVERY or (
-                _mapped_file_bytes() <= self._mapped_floor + MAPPED_BUDGET):
+                _mapped_file_bytes() <= self._mapped_floor + self.mapped_budget):
             return
         self.env.release_pages(trim=False)
         if self._state is not None:

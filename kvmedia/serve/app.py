@@ -29,6 +29,7 @@ from .endpoints import REGISTRY, Endpoint, endpoint
 from .errors import ApiError
 from .openapi import document
 from .responses import error_response, ok
+from .searchers import SearcherPool
 
 if TYPE_CHECKING:
     from ..library import Library
@@ -95,18 +96,28 @@ async def _crash(request: Request, exc: Exception) -> Response:
 
 def create_app(lib: Library, *, token: str | None = None,
                watcher: BackgroundWatcher | None = None, sse_interval_s: float = 0.25,
+               search_workers: int = 0,
                on_ready: Callable[[], None] | None = None) -> Starlette:
     """The app for one Library. `token`: the API token (token mode), None on loopback.
-    `on_ready` runs once the server is set up (its signal handlers included)."""
+    `search_workers`: text searches run in this many worker processes (searchers.py; 0: in
+    the server process). `on_ready` runs once the server is set up (its signal handlers and
+    search workers included)."""
     state = ServeState(lib=lib, guard=Guard(token), watcher=watcher,
                        sse_interval_s=sse_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if on_ready is not None:
-            on_ready()
-        yield
-        state.jobs.close()  # a running scan stops at its next batch and commits
+        if search_workers > 0:
+            state.searchers = SearcherPool(lib.data_dir, search_workers)
+            await state.searchers.start()
+        try:
+            if on_ready is not None:
+                on_ready()
+            yield
+        finally:
+            state.jobs.close()  # a running scan stops at its next batch and commits
+            if state.searchers is not None:
+                await state.searchers.close()
 
     app = Starlette(routes=[_route(ep) for ep in REGISTRY], lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _crash})

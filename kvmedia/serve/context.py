@@ -21,6 +21,7 @@ from .jobs import JobRunner
 
 if TYPE_CHECKING:
     from ..library import Library
+    from .searchers import SearcherPool
     from .watching import BackgroundWatcher
 
 T = TypeVar("T")
@@ -32,6 +33,7 @@ class ServeState:
     guard: Guard
     jobs: JobRunner = field(default_factory=JobRunner)
     watcher: BackgroundWatcher | None = None
+    searchers: SearcherPool | None = None
     sse_interval_s: float = 0.25
 
     @property

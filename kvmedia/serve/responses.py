@@ -37,5 +37,10 @@ def ok(content: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return JSONResponse(content, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
+def raw_json(body: bytes) -> Response:
+    """A 200 answer whose JSON body is already rendered (by a search worker)."""
+    return Response(body, media_type="application/json", headers=NO_STORE)
+
+
 def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers={**NO_STORE, **err.headers})

@@ -17,7 +17,8 @@ from .context import blocking, cpu_bound, has_semantic, server
 from .endpoints import Param, endpoint
 from .errors import ApiError, not_implemented
 from .files import thumbnail_response
-from .responses import ok
+from .responses import ok, raw_json
+from .searchers import search_body, search_json
 
 LIST_TYPES = (*MEDIA_TYPES, "all")
 LIST_SORTS = ("mod", "moddesc", "name", "namedesc", "size", "sizedesc")
@@ -48,12 +49,6 @@ async def get_record(request: Request, item_id: str) -> dict[str, Any]:
     if rec is None:
         raise unknown_id(item_id)
     return rec
-
-
-def search_json(result: Any) -> dict[str, Any]:
-    out = {k: v for k, v in result.summary().items() if k not in ("type", "returned")}
-    out["hits"] = result.hits
-    return out
 
 
 def scored_json(result: Any) -> dict[str, Any]:
@@ -87,8 +82,11 @@ async def search(request: Request, args: dict[str, Any]) -> Response:
     options = {"media_type": args["type"], "trash": trash, "path_prefix": args["path"],
                "limit": args["limit"], "offset": args["offset"]}
     if args["mode"] == "text":
-        result = await cpu_bound(lib.search, args["q"], sort=args["sort"], **options)
-        return ok(search_json(result))
+        pool = server(request).searchers
+        body = await pool.search(args["q"], args["sort"], options) if pool else None
+        if body is None:  # no worker processes (or the one asked died): search here
+            body = await cpu_bound(search_body, lib, args["q"], args["sort"], options)
+        return raw_json(body)
     if not has_semantic(lib):
         raise not_implemented(f"{args['mode']} search", "use mode=text")
     if args["sort"] != "relevance":
@@ -158,9 +156,13 @@ async def status(request: Request, args: dict[str, Any]) -> Response:
     state = server(request)
     stats = await blocking(state.lib.stats)
     watcher = await blocking(state.watcher.status) if state.watcher is not None else None
+    pool = state.searchers
+    workers = None if pool is None else {"size": pool.size, "alive": pool.alive,
+                                         "pids": pool.pids(), "started": pool.started,
+                                         "lost": pool.lost}
     return ok({"version": __version__, "pid": os.getpid(), "token_required":
                state.token_required, "features": state.features(), "stats": stats,
-               "watcher": watcher, "job": state.jobs.snapshot()})
+               "watcher": watcher, "job": state.jobs.snapshot(), "search_workers": workers})
 
 
 @endpoint("GET", "/api/items/{id}/similar", "Items like this one, nearest first",
