@@ -277,3 +277,25 @@ def test_a_search_cancelled_mid_exchange_does_not_shift_the_next(library: tuple[
             await pool.close()
 
     assert asyncio.run(asyncio.wait_for(run(), 60)) == list(NAMES.values())
+
+
+def test_worker_cache_defaults_yield_to_the_users_settings(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from kvmedia.config import Config
+    from kvmedia.serve.searchers import WORKER_DEFAULTS, worker_config
+
+    monkeypatch.setenv("KVMEDIA_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("KVMEDIA_SEARCH_CACHE_MB", raising=False)
+    monkeypatch.delenv("KVMEDIA_SEARCH_MAPPED_MB", raising=False)
+    plain = worker_config(Config({"data_dir": str(tmp_path)}))
+    assert plain["search.cache_mb"] == WORKER_DEFAULTS["search.cache_mb"]
+    assert plain["search.mapped_mb"] == WORKER_DEFAULTS["search.mapped_mb"]
+    assert plain["data_dir"] == str(tmp_path)
+    monkeypatch.setenv("KVMEDIA_SEARCH_CACHE_MB", "0")
+    chosen = worker_config(Config({"data_dir": str(tmp_path)}))
+    assert chosen["search.cache_mb"] == 0
+    assert chosen["search.mapped_mb"] == WORKER_DEFAULTS["search.mapped_mb"]
+    with Library.open(tmp_path / "lib", config=Config({"data_dir": str(tmp_path / "lib"),
+                                                       "search.mapped_mb": 7})) as lib:
+        assert lib.search_engine.mapped_budget == 7 << 20
