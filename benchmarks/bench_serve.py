@@ -20,7 +20,8 @@ phases marked "no cache" (KVMEDIA_SEARCH_CACHE_MB=0), which show the engine alon
   serve xC typing  the same, each client typing at --pace-ms a keystroke on average (uniform
                    0.5x-1.5x, 100 ms = 120 words a minute, a fast typist), starting at a
                    random moment: what a person at a search box waits for
-  ... 1 proc       the server with --search-workers 0: searches in the server process
+  ... 1 proc       the server with --search-workers 0: searches in the server process (with
+                   the workers' cache sizes, kvmedia/serve/searchers.py WORKER_DEFAULTS)
   serve x8 same    the earlier workload: all 8 clients type the same 5 queries (rotated)
   cli              one `kvmedia search --json` process per keystroke (what a CGI-style web
                    UI pays), one client
@@ -146,6 +147,9 @@ class Serve:
         if not cache:
             env["KVMEDIA_SEARCH_CACHE_MB"] = "0"
         extra = [] if workers is None else ["--search-workers", str(workers)]
+        if workers == 0 and cache:  # the workers' cache sizes, so only the processes differ
+            env.setdefault("KVMEDIA_SEARCH_CACHE_MB", "64")
+            env.setdefault("KVMEDIA_SEARCH_MAPPED_MB", "256")
         self.proc = subprocess.Popen([sys.executable, "-m", "kvmedia", "serve", "--port", "0",
                                       "--json", *extra], env=env, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
