@@ -219,3 +219,50 @@ def test_line_occurrences_equal_a_check_of_each_line(lines: list[str], needle: s
     want = [(p, i) for i in ids for p in range(int(off[i]), int(off[i + 1]))
             if text.startswith(nb, p)]
     assert list(zip(pos.tolist(), got.tolist(), strict=True)) == sorted(want)
+
+
+def test_repeated_queries_come_from_the_result_cache_until_anything_changes(
+        typing_lib: Library) -> None:
+    """The same query asked again with nothing written in between is answered from the
+    engine's result cache (its hits fresh copies); every kind of write, in this process or
+    another, makes the next answer a new one, equal to the oracle's."""
+    engine = typing_lib.search_engine
+    queries = ["img", "a", "love", "s0", "e.j"]
+    for q in queries:
+        assert_same(typing_lib, q, limit=30)
+    entries = len(engine._results)
+    first = typing_lib.search("img", limit=30)
+    assert len(engine._results) == entries  # answered from the cache, nothing added
+    first.hits[0]["name"] = "changed by the caller"
+    first.hits.pop()
+    again = typing_lib.search("img", limit=30)
+    assert again.hits[0]["name"] != "changed by the caller" and len(again.hits) == 30
+    assert again.hits == assert_same(typing_lib, "img", limit=30).hits
+
+    new = put_paths(typing_lib, [(b"/mnt/vol1/new/img_zz_fresh.jpg", 10, 1)], first_ino=90000)
+    for q in queries:
+        assert_same(typing_lib, q, limit=30)
+    assert typing_lib.search("img_zz", limit=5).total == 1
+    delete_uuids(typing_lib, new)
+    assert typing_lib.search("img_zz", limit=5).total == 0
+    for q in queries:
+        assert_same(typing_lib, q, limit=30)
+    typing_lib.optimize()  # new segments: the snapshot and the manifest both move
+    for q in queries:
+        assert_same(typing_lib, q, limit=30)
+    hits = typing_lib.search("love", limit=None).hits
+    with Library.open(typing_lib.data_dir) as other:  # a write through another handle
+        delete_uuids(other, [hits[0]["uuid"]])
+    assert_same(typing_lib, "love", limit=None)
+    assert typing_lib.search("love", limit=None).total == len(hits) - 1
+
+
+def test_no_result_cache_without_the_segment_caches(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMEDIA_SEARCH_CACHE_MB", "0")
+    with Library.open(tmp_path / "data") as lib:
+        put_paths(lib, list(gen_corpus.paths(200, seed=3)))
+        lib.optimize()
+        for q in ("a", "a", "img"):
+            assert_same(lib, q, limit=20)
+        assert not lib.search_engine._results

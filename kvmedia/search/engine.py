@@ -11,11 +11,13 @@ from __future__ import annotations
 import mmap
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
 import numpy as np
+import orjson
 
 from ..errors import DamagedError
 from ..index import manifest as M
@@ -117,6 +119,15 @@ BUDGET_CHECK_EVERY = 1
 one, so no burst of searches runs far past the budget between looks."""
 
 
+RESULT_CACHE_ENTRIES = 128
+"""Answers a searching process keeps for the same query asked again while nothing changed:
+the key holds the LMDB snapshot (the id of the last committed write, which every upsert,
+trash and merge moves) and the segments, so an entry is never stale, only unreachable.
+Search-as-you-type servers see the same first letters from every typist (`s`, `se`: 5-12 ms
+each at a million names, ~0.1 ms from here). Off with the segment caches
+(`search.cache_mb` 0)."""
+
+
 def _mapped_file_bytes() -> int:
     """Resident shared (file-backed) bytes of this process; 0 where /proc is not there."""
     try:
@@ -141,6 +152,7 @@ class SearchEngine:
         self._views: dict[str, tuple[bytes, DocView]] = {}
         self._delta_set: DeltaSet | None = None
         self._live: dict[str, tuple[frozenset[str], np.ndarray | None]] = {}
+        self._results: OrderedDict[tuple[Any, ...], tuple[SearchResult, bytes]] = OrderedDict()
 
     # -- index state ------------------------------------------------------------------------
 
@@ -242,7 +254,7 @@ class SearchEngine:
                 try:
                     if gen is None:
                         raise DamagedError("no search index yet", path=self.index_dir)
-                    result = self._indexed(txn, q, self._load(gen), explain)
+                    result = self._indexed_cached(txn, q, self._load(gen), explain)
                 except DamagedError as exc:
                     if gen is not None:
                         self.maintainer.mark_damaged(exc.message)
@@ -304,6 +316,35 @@ class SearchEngine:
                             q.effective_sort(), mode,
                             tiers=[k[0] if q.effective_sort() == "relevance" and mode != "ids"
                                    else 0 for k, _ in page])
+
+    def _indexed_cached(self, txn: lmdb.Transaction, q: Query, state: _State, explain: bool
+                        ) -> SearchResult:
+        """`_indexed`, answered from RESULT_CACHE_ENTRIES when this snapshot, these segments
+        and this query were seen. The hits come back as new dicts (callers may change them)."""
+        if explain or self.cache_bytes <= 0:
+            return self._indexed(txn, q, state, explain)
+        try:
+            key = (txn.id(), state.manifest.gen, state.stat_key,
+                   orjson.dumps(q.to_json(), option=orjson.OPT_SORT_KEYS))
+        except TypeError:  # nothing in a query should fail this; if it does, no cache
+            return self._indexed(txn, q, state, explain)
+        hit = self._results.get(key)
+        if hit is not None:
+            self._results.move_to_end(key)
+            kept, hits = hit
+            return SearchResult(kept.total, orjson.loads(hits), kept.offset, kept.limit,
+                                kept.sort, kept.mode, tiers=list(kept.tiers))
+        result = self._indexed(txn, q, state, explain)
+        try:
+            hits = orjson.dumps(result.hits)
+        except TypeError:
+            return result
+        self._results[key] = (SearchResult(result.total, [], result.offset, result.limit,
+                                           result.sort, result.mode, tiers=list(result.tiers)),
+                              hits)
+        while len(self._results) > RESULT_CACHE_ENTRIES:
+            self._results.popitem(last=False)
+        return result
 
     def _indexed(self, txn: lmdb.Transaction, q: Query, state: _State, explain: bool
                  ) -> SearchResult:
