@@ -11,10 +11,11 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import pickle
 import signal
 import threading
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def can_fork() -> bool:
@@ -65,6 +66,42 @@ def fork_writer(work: Callable[[int], None], *, only_pipe: bool = False,
             os._exit(status)
     os.close(write_fd)
     return pid, os.fdopen(read_fd, "rb", buffering=1 << 20)
+
+
+class ForkedResult:
+    """`fn()` computed in a forked child (fork_writer) and pickled back through the pipe:
+    started at once, its value read by `result()`, which is None when the child died, exited
+    non-zero or sent a truncated pickle (the caller then computes it itself: a failure costs
+    time, never data). `close()` stops a child whose result is no longer wanted."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._pid, self._stream = fork_writer(lambda fd: _send(fd, fn()))
+
+    def result(self) -> Any | None:
+        try:
+            data = self._stream.read()
+        finally:
+            self._stream.close()
+        status = reap(self._pid, kill=False)
+        self._pid = 0
+        if status != 0:
+            return None
+        try:
+            return pickle.loads(data)  # noqa: S301 - our own child, through our own pipe
+        except Exception:  # noqa: BLE001 - truncated or damaged: the caller does the work
+            return None
+
+    def close(self) -> None:
+        if not self._stream.closed:
+            self._stream.close()
+        if self._pid:
+            reap(self._pid)
+            self._pid = 0
+
+
+def _send(fd: int, value: Any) -> None:
+    with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+        pickle.dump(value, out, pickle.HIGHEST_PROTOCOL)
 
 
 def reap(pid: int, *, kill: bool = True) -> int:

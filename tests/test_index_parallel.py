@@ -1,5 +1,7 @@
-"""A full index build on two processes (index/parallel.py) writes the very segment a single
-process writes, also when its child dies, and leaves no child behind."""
+"""A full index build on two processes (index/parallel.py: the upper half of the documents
+added in a child, the folder dictionary built in another while the names are written) writes
+the very segment a single process writes, also when a child dies, and leaves no child
+behind."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def test_two_processes_write_the_same_segment_as_one(data_dir: Path,
     one = _build(data_dir, fork=False, monkeypatch=monkeypatch)
     assert FORKS[0] == forks
     two = _build(data_dir, fork=True, monkeypatch=monkeypatch)
-    assert FORKS[0] == forks + 1
+    assert FORKS[0] == forks + 2  # the half of the documents, the folder dictionary
     assert two == one
     assert _no_children()
     with Library.open(data_dir) as lib:
@@ -78,14 +80,15 @@ def test_two_processes_write_the_same_segment_as_one(data_dir: Path,
 
 
 @pytest.mark.usefixtures("forkable")
-def test_a_child_that_dies_costs_time_not_records(data_dir: Path,
+@pytest.mark.parametrize("point", ["index.parallel_child", "index.folders_child"])
+def test_a_child_that_dies_costs_time_not_records(data_dir: Path, point: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _library(data_dir)
     one = _build(data_dir, fork=False, monkeypatch=monkeypatch)
-    monkeypatch.setenv("KVMEDIA_CRASH_AT", "index.parallel_child:1")  # SIGKILL in the child
+    monkeypatch.setenv("KVMEDIA_CRASH_AT", f"{point}:1")  # SIGKILL in that child
     forks = FORKS[0]
     assert _build(data_dir, fork=True, monkeypatch=monkeypatch) == one
-    assert FORKS[0] == forks + 1
+    assert FORKS[0] == forks + 2
     assert _no_children()
 
 
@@ -128,7 +131,7 @@ def test_a_merge_of_the_delta_on_two_processes_writes_the_same_segment(
             forks = FORKS[0]
             report = lib.search_engine.maintainer.merge()
             assert report.kind == "merge" and report.segments == 1
-            assert FORKS[0] == forks + fork
+            assert FORKS[0] == forks + 2 * fork
             index_dir = lib.search_engine.maintainer.index_dir
             (entry,) = M.read_manifest(index_dir).segments
             with open(os.path.join(index_dir, entry.file), "rb") as fh:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from .. import crashpoints
+from ..forking import ForkedResult
 from ..store.keys import name_sort_key
 from . import analysis as A
 from . import format as F
@@ -117,20 +119,43 @@ def _chunk_trigram_pairs(off: np.ndarray, text: bytes, first_term: int) -> np.nd
     return pairs[keep]
 
 
-def _add_dictionary(w: F.SegmentWriter, ids: tuple[int, int, int, int, int],
-                    terms: list[str], post_off: np.ndarray, post: np.ndarray,
-                    tri_ids: tuple[int, int, int]) -> None:
-    off_id, text_id, rev_id, poff_id, post_id = ids
+NAME_DICTIONARY = (F.NTERM_OFF, F.NTERM_TEXT, F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM, F.NTERM_REV,
+                   F.NPOST_OFF, F.NPOST)
+FOLDER_DICTIONARY = (F.DTERM_OFF, F.DTERM_TEXT, F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM,
+                     F.DTERM_REV, F.DPOST_OFF, F.DPOST)
+"""The sections of a term dictionary, in the order they are written."""
+
+
+def _dictionary_sections(terms: list[str], post_off: np.ndarray, post: np.ndarray
+                         ) -> list[np.ndarray | bytes]:
+    """The contents of a dictionary's sections (NAME_DICTIONARY / FOLDER_DICTIONARY order)."""
     off, text = _text_section(terms)
-    w.add(off_id, off)
-    w.add(text_id, text)
-    for sid, arr in zip(tri_ids, term_trigrams(off, text), strict=True):
-        w.add(sid, arr)
+    tri_key, tri_off, tri_term = term_trigrams(off, text)
     reversed_terms = [t[::-1] for t in terms]
     rev = sorted(range(len(terms)), key=reversed_terms.__getitem__)
-    w.add(rev_id, np.asarray(rev, dtype=np.uint32))
-    w.add(poff_id, post_off)
-    w.add(post_id, post)
+    return [off, text, tri_key, tri_off, tri_term, np.asarray(rev, dtype=np.uint32),
+            post_off, post]
+
+
+def _add_sections(w: F.SegmentWriter, ids: Sequence[int],
+                  contents: Sequence[np.ndarray | bytes]) -> None:
+    for sid, data in zip(ids, contents, strict=True):
+        w.add(sid, data)
+
+
+def folder_dictionary(dirs: list[bytes]) -> list[np.ndarray | bytes]:
+    """The folder term dictionary of folders `dirs` (folder id = position): its sections."""
+    term_ids: dict[str, int] = {}
+    term_id = term_ids.setdefault
+    pair_terms = array("I")
+    per_dir = array("I")
+    folder_terms = A.FolderTerms()
+    for d in dirs:
+        ts = folder_terms(d)
+        pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
+        per_dir.append(len(ts))
+    pair_dirs = np.repeat(np.arange(len(dirs), dtype=np.uint32), per_dir)
+    return _dictionary_sections(*_dictionary(term_ids, pair_terms, pair_dirs))
 
 
 _FIXED = struct.Struct("<qqQfIIIIIHIIB")
@@ -228,12 +253,15 @@ class SegmentBuilder:
         d = self._dirs.get(raw_dir)
         return A.norm_dir(raw_dir) if d is None else self._ndirs[d]
 
-    def finish(self, path: str, crash_point: Callable[[str], None] | None = None) -> int:
+    def finish(self, path: str, crash_point: Callable[[str], None] | None = None, *,
+               fork: bool = False) -> int:
         """Write the segment to `path`; returns its size in bytes. Consumes the builder: each
-        column is dropped once written."""
+        column is dropped once written. `fork`: build the folder dictionary in a forked child
+        meanwhile (~2 s of a million-document finish; index/parallel.py `should_fork`); the
+        bytes written are the same either way."""
         w = F.SegmentWriter(path, len(self), crash_point)
         try:
-            self._write(w)
+            self._write(w, fork)
         except BaseException:
             w.abort()
             raise
@@ -244,7 +272,25 @@ class SegmentBuilder:
         values = self.__dict__.pop(attr)
         return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype)
 
-    def _write(self, w: F.SegmentWriter) -> None:
+    def _write(self, w: F.SegmentWriter, fork: bool = False) -> None:
+        # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
+        dirs = sorted(self._dirs)
+        folders = ForkedResult(lambda: _folders_in_child(dirs)) if fork else None
+        try:
+            hashes = self._write_docs(w, dirs)
+            sections = folders.result() if folders is not None else None
+            _add_sections(w, FOLDER_DICTIONARY,
+                          sections if sections is not None else folder_dictionary(dirs))
+        finally:
+            if folders is not None:
+                folders.close()
+        by_hash = np.argsort(hashes, kind="stable")
+        w.add(F.UUID_HASH, hashes[by_hash])
+        w.add(F.UUID_HASH_DOC, by_hash.astype(np.uint32))
+
+    def _write_docs(self, w: F.SegmentWriter, dirs: list[bytes]) -> np.ndarray:
+        """Every section before the folder dictionary: the doc columns, folders, names and
+        the name dictionary. Returns the uuid hash of each doc, in doc id order."""
         n = len(self)
         uuid_raw = self._take("_uuid", np.uint8).reshape(n, 16)
         halves = uuid_raw.view(">u8").reshape(n, 2)
@@ -269,8 +315,6 @@ class SegmentBuilder:
         w.add(F.DOC_WIDTH, col("width"))
         w.add(F.DOC_HEIGHT, col("height"))
 
-        # Folders: ids in ascending raw byte order, so a path prefix is a contiguous id range.
-        dirs = sorted(self._dirs)
         dir_remap = np.empty(len(dirs), dtype=np.uint32)
         for i, d in enumerate(dirs):
             dir_remap[self._dirs[d]] = i
@@ -297,30 +341,10 @@ class SegmentBuilder:
 
         pair_docs = np.repeat(rank, fixed["terms"])
         del rank
-        _add_dictionary(w, (F.NTERM_OFF, F.NTERM_TEXT, F.NTERM_REV, F.NPOST_OFF, F.NPOST),
-                        *_dictionary(self.__dict__.pop("_term_ids"),
-                                     self._take("_pair_terms", np.uint32), pair_docs),
-                        (F.NTRI_KEY, F.NTRI_OFF, F.NTRI_TERM))
+        _add_sections(w, NAME_DICTIONARY, _dictionary_sections(*_dictionary(
+            self.__dict__.pop("_term_ids"), self._take("_pair_terms", np.uint32), pair_docs)))
         del pair_docs
-
-        term_ids: dict[str, int] = {}
-        term_id = term_ids.setdefault
-        pair_terms = array("I")
-        per_dir = array("I")
-        folder_terms = A.FolderTerms()
-        for d in dirs:
-            ts = folder_terms(d)
-            pair_terms.extend([term_id(t, len(term_ids)) for t in ts])
-            per_dir.append(len(ts))
-        pair_dirs = np.repeat(np.arange(len(dirs), dtype=np.uint32), per_dir)
-        _add_dictionary(w, (F.DTERM_OFF, F.DTERM_TEXT, F.DTERM_REV, F.DPOST_OFF, F.DPOST),
-                        *_dictionary(term_ids, pair_terms, pair_dirs),
-                        (F.DTRI_KEY, F.DTRI_OFF, F.DTRI_TERM))
-
-        hashes = col("uhash")
-        by_hash = np.argsort(hashes, kind="stable")
-        w.add(F.UUID_HASH, hashes[by_hash])
-        w.add(F.UUID_HASH_DOC, by_hash.astype(np.uint32))
+        return col("uhash")
 
     def _name_rank(self, halves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Rank of each doc (in `add` order) by (name sort key, uuid), for the name sorts."""
@@ -334,6 +358,11 @@ class SegmentBuilder:
         rank = np.empty(n, dtype=np.uint32)
         rank[by_name] = np.arange(n, dtype=np.uint32)
         return rank
+
+
+def _folders_in_child(dirs: list[bytes]) -> list[np.ndarray | bytes]:
+    crashpoints.hit("index.folders_child")
+    return folder_dictionary(dirs)
 
 
 def _renumber_exts(ids: np.ndarray, exts: list[str]) -> tuple[np.ndarray, bytes]:

@@ -35,7 +35,7 @@ from ..store.recordstore import RecordStore
 from . import manifest as M
 from .builder import SegmentBuilder
 from .delta import K_GEN, delta_key, iter_delta, read_gen
-from .parallel import add_all_records, add_delta_docs
+from .parallel import add_all_records, add_delta_docs, should_fork
 from .segment import Segment
 from .status import DAMAGED_MARK, MERGE_DELTA_DOCS
 from .status import needs_rebuild as _needs_rebuild
@@ -146,7 +146,8 @@ class IndexMaintainer:
                 docs = len(builder)
                 if docs:
                     name = f"seg-{new_gen:06d}.kvs"
-                    size = builder.finish(os.path.join(self.index_dir, name), crashpoints.hit)
+                    size = builder.finish(os.path.join(self.index_dir, name), crashpoints.hit,
+                                          fork=should_fork(docs))
                     entries.append(M.SegmentEntry(name, docs, size))
                 del builder
                 crashpoints.hit("merge.segment_written")

@@ -17,15 +17,16 @@ so it holds a reference to it until `os._exit`, which runs no finalizer. (A chil
 the environment again: py-lmdb refuses a second open of a path in one process, and the
 inherited handle counts.)
 
-Pipe protocol: the child writes one pickle of `SegmentBuilder.state()` and exits 0. A child
-that dies, exits non-zero or sends a truncated pickle is ignored and this process adds the
-upper half itself, so a failure costs time, never a record.
+Pipe protocol (forking.ForkedResult): the child writes one pickle of `SegmentBuilder.state()`
+and exits 0. A child that dies, exits non-zero or sends a truncated pickle is ignored and this
+process adds the upper half itself, so a failure costs time, never a record.
+
+The same test decides whether `SegmentBuilder.finish` builds the folder dictionary in a
+child while this process writes the names (`should_fork`, passed by merge.py).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,7 @@ import lmdb
 import orjson
 
 from .. import crashpoints
-from ..forking import can_fork, fork_writer, reap, usable_cores
+from ..forking import ForkedResult, can_fork, usable_cores
 from ..store import keys as K
 from ..store.env import Env
 from .builder import SegmentBuilder
@@ -56,6 +57,12 @@ def _add_delta_doc(builder: SegmentBuilder, key: bytes, raw: bytes) -> None:
         builder.add(DocRow.unpack(key[len(P_DELTA):].decode("ascii"), raw))
 
 
+def should_fork(docs: int) -> bool:
+    """A build of `docs` documents uses a second process: enough of them to pay for the fork
+    and the hand-over, a second core, and a fork that is safe here."""
+    return docs >= PARALLEL_MIN_DOCS and usable_cores() > 1 and can_fork()
+
+
 def add_all_records(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction,
                     release_every: int) -> None:
     """Add every record of `txn` (a full rebuild); half of them in a child when that pays.
@@ -76,9 +83,8 @@ def _add_in_halves(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, pre
     """Keys under `prefix` end in a uuid, so `prefix + "8"` halves them: the lower half here,
     the upper half in a child when there are enough and a fork is safe."""
     split = prefix + b"8"
-    fork = docs >= PARALLEL_MIN_DOCS and usable_cores() > 1 and can_fork()
-    child = _Child(lambda fd: _build_half(env, txn, prefix, split, add, release_every, fd)
-                   ) if fork else None
+    child = ForkedResult(lambda: _build_half(env, txn, prefix, split, add, release_every)
+                         ) if should_fork(docs) else None
     try:
         add_range(builder, env, txn, prefix, prefix, split if child else None, add,
                   release_every)
@@ -106,42 +112,11 @@ def add_range(builder: SegmentBuilder, env: Env, txn: lmdb.Transaction, prefix: 
             env.release_pages(trim=False)
 
 
-class _Child:
-    """The forked half of a build: started at once, its state read by `result()`."""
-
-    def __init__(self, work: Callable[[int], None]) -> None:
-        self._pid, self._stream = fork_writer(work)
-
-    def result(self) -> tuple[Any, ...] | None:
-        """The child's builder state, or None when it failed."""
-        try:
-            data = self._stream.read()
-        finally:
-            self._stream.close()
-        status = reap(self._pid, kill=False)
-        self._pid = 0
-        if status != 0:
-            return None
-        try:
-            return pickle.loads(data)  # noqa: S301 - our own child, through our own pipe
-        except Exception:  # noqa: BLE001 - truncated or damaged: build the half here
-            return None
-
-    def close(self) -> None:
-        """Stop the child if it still runs (this process failed or was interrupted)."""
-        if not self._stream.closed:
-            self._stream.close()
-        if self._pid:
-            reap(self._pid)
-            self._pid = 0
-
-
 def _build_half(env: Env, txn: lmdb.Transaction, prefix: bytes, split: bytes, add: Adder,
-                release_every: int, fd: int) -> None:
-    """The child's side: the keys from `split` on, read through the inherited `txn`; one
-    pickle of the builder's state to `fd`."""
+                release_every: int) -> tuple[Any, ...]:
+    """The child's side: the keys from `split` on, read through the inherited `txn`; the
+    builder's state, for the parent to absorb."""
     builder = SegmentBuilder()
     add_range(builder, env, txn, prefix, split, None, add, release_every)
     crashpoints.hit("index.parallel_child")
-    with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-        pickle.dump(builder.state(), out, pickle.HIGHEST_PROTOCOL)
+    return builder.state()
