@@ -3,10 +3,10 @@ server may use cores, so they run side by side instead of taking turns on one in
 lock. Measured with 8 search-as-you-type clients at 1M records on 2 cores: one process
 served ~270 requests/s whatever the number of threads; two search processes ~380.
 
-Each worker is `main(DATA_DIR)` below in a new Python (WORKER_MAIN), a plain child with the server's
-environment (same config, same caches setting) that opens the library read-only. Searches are
-never stale across processes (the index delta lives in LMDB, read in each search's own
-transaction), so a worker answers exactly what the server would.
+Each worker is `main(DATA_DIR)` below in a new Python (WORKER_MAIN): a plain child with the
+server's environment (same config file and settings) that opens the library read-only.
+Searches are never stale across processes (the index delta lives in LMDB, read in each
+search's own transaction), so a worker answers exactly what the server would.
 
 The pipe protocol, one exchange at a time per worker, every frame `<BI` (kind, length) then
 `length` bytes:
