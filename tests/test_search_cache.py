@@ -266,3 +266,55 @@ def test_no_result_cache_without_the_segment_caches(tmp_path: Path,
         for q in ("a", "a", "img"):
             assert_same(lib, q, limit=20)
         assert not lib.search_engine._results
+
+
+def test_the_result_cache_stays_within_its_bounds(typing_lib: Library,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvmedia.search import engine as E
+
+    monkeypatch.setattr(E, "RESULT_CACHE_BYTES", 64 << 10)
+    monkeypatch.setattr(E, "RESULT_CACHE_ENTRIES", 6)
+    eng = typing_lib.search_engine
+    for i, q in enumerate(["a", "e", "img", "love", "s0", "o", "i", "r", "n", "t"]):
+        assert_same(typing_lib, q, limit=5 + i)
+        assert len(eng._results) <= 6
+        assert eng._results_bytes == sum(len(v[1]) for v in eng._results.values())
+        assert eng._results_bytes <= 64 << 10
+    big = typing_lib.search("a", limit=None)  # far past an eighth of the budget: not kept
+    assert len(big.hits) > 100
+    assert all(len(v[1]) <= (64 << 10) // 8 for v in eng._results.values())
+    assert_same(typing_lib, "a", limit=None)
+
+
+def test_threads_sharing_one_engine_get_right_answers_and_a_consistent_cache(
+        typing_lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server searching on a thread pool: the same few queries from 6 threads at once, with
+    a budget so small that entries come and go all the time."""
+    import threading
+
+    from search_helpers import oracle_answer
+
+    from kvmedia.search import engine as E
+
+    monkeypatch.setattr(E, "RESULT_CACHE_ENTRIES", 3)
+    queries = ["a", "e", "img", "love", "s0", "o", "img_2"]
+    expected = {q: oracle_answer(typing_lib, q, limit=20) for q in queries}
+    errors: list[str] = []
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(60):
+            q = rng.choice(queries)
+            r = typing_lib.search(q, limit=20)
+            if (r.total, [h["uuid"] for h in r.hits]) != expected[q]:
+                errors.append(q)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    eng = typing_lib.search_engine
+    assert len(eng._results) <= 3
+    assert eng._results_bytes == sum(len(v[1]) for v in eng._results.values())

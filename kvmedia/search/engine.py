@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -120,12 +121,14 @@ one, so no burst of searches runs far past the budget between looks."""
 
 
 RESULT_CACHE_ENTRIES = 128
+RESULT_CACHE_BYTES = 8 << 20
 """Answers a searching process keeps for the same query asked again while nothing changed:
 the key holds the LMDB snapshot (the id of the last committed write, which every upsert,
 trash and merge moves) and the segments, so an entry is never stale, only unreachable.
 Search-as-you-type servers see the same first letters from every typist (`s`, `se`: 5-12 ms
-each at a million names, ~0.1 ms from here). Off with the segment caches
-(`search.cache_mb` 0)."""
+each at a million names, ~0.1 ms from here). At most RESULT_CACHE_ENTRIES answers and
+RESULT_CACHE_BYTES of their hits' JSON (an answer past an eighth of that, say a page of a
+thousand records, is not kept). Off with the segment caches (`search.cache_mb` 0)."""
 
 
 def _mapped_file_bytes() -> int:
@@ -153,6 +156,8 @@ class SearchEngine:
         self._delta_set: DeltaSet | None = None
         self._live: dict[str, tuple[frozenset[str], np.ndarray | None]] = {}
         self._results: OrderedDict[tuple[Any, ...], tuple[SearchResult, bytes]] = OrderedDict()
+        self._results_bytes = 0
+        self._results_lock = threading.Lock()  # a server searches on a thread pool
 
     # -- index state ------------------------------------------------------------------------
 
@@ -328,9 +333,11 @@ class SearchEngine:
                    orjson.dumps(q.to_json(), option=orjson.OPT_SORT_KEYS))
         except TypeError:  # nothing in a query should fail this; if it does, no cache
             return self._indexed(txn, q, state, explain)
-        hit = self._results.get(key)
+        with self._results_lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
         if hit is not None:
-            self._results.move_to_end(key)
             kept, hits = hit
             return SearchResult(kept.total, orjson.loads(hits), kept.offset, kept.limit,
                                 kept.sort, kept.mode, tiers=list(kept.tiers))
@@ -339,11 +346,19 @@ class SearchEngine:
             hits = orjson.dumps(result.hits)
         except TypeError:
             return result
-        self._results[key] = (SearchResult(result.total, [], result.offset, result.limit,
-                                           result.sort, result.mode, tiers=list(result.tiers)),
-                              hits)
-        while len(self._results) > RESULT_CACHE_ENTRIES:
-            self._results.popitem(last=False)
+        if len(hits) > RESULT_CACHE_BYTES // 8:
+            return result
+        kept = SearchResult(result.total, [], result.offset, result.limit, result.sort,
+                            result.mode, tiers=list(result.tiers))
+        with self._results_lock:
+            old = self._results.pop(key, None)  # another thread answered it meanwhile
+            if old is not None:
+                self._results_bytes -= len(old[1])
+            self._results[key] = (kept, hits)
+            self._results_bytes += len(hits)
+            while (len(self._results) > RESULT_CACHE_ENTRIES
+                   or self._results_bytes > RESULT_CACHE_BYTES):
+                self._results_bytes -= len(self._results.popitem(last=False)[1][1])
         return result
 
     def _indexed(self, txn: lmdb.Transaction, q: Query, state: _State, explain: bool
