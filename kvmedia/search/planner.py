@@ -87,6 +87,10 @@ WORD_CACHE_MIN_DOCS = 4096
 """A word's map goes into the segment's cache when it matches at least this many docs (or
 is dense): below that it is built in well under a millisecond."""
 
+DENSE_FOLDER_DOCS = 16
+"""A word's folder matches become one tier a doc when their docs are more than 1/16 of the
+segment (sorting that many doc ids costs more than a pass over all docs)."""
+
 FIRST_CHUNK = 1 << 16
 """Positions looked at per step when collecting a tier's first docs (most tiers that fill a
 page fill it within the first chunk)."""
@@ -242,9 +246,17 @@ class SegmentPlan:
                     folders, ftiers = folder_map
                     starts = seg.dirdoc_off[folders].astype(np.int64)
                     lens = seg.dirdoc_off[folders + 1].astype(np.int64) - starts
-                    docs = seg.docs_of_dirs(folders).astype(np.int64)
-                    order = np.argsort(docs)  # a doc is in one folder: no duplicates
-                    parts.append((docs[order], np.repeat(ftiers, lens)[order]))
+                    if int(lens.sum()) * DENSE_FOLDER_DOCS > seg.n:
+                        # Few folders, many docs (`ph`: every Photos folder): a tier per
+                        # folder spread to every doc (~1 ms at a million) beats sorting
+                        # their docs (~25 ms for 400,000).
+                        per_dir = np.full(seg.n_dirs, NO_MATCH, dtype=np.uint8)
+                        per_dir[folders] = ftiers
+                        dense_parts.append(np.take(per_dir, seg.doc_dir))
+                    else:
+                        docs = seg.docs_of_dirs(folders).astype(np.int64)
+                        order = np.argsort(docs)  # a doc is in one folder: no duplicates
+                        parts.append((docs[order], np.repeat(ftiers, lens)[order]))
             if dense_parts:
                 return self._dense_union(dense_parts, parts, fuzzy, term)
         else:
