@@ -26,7 +26,7 @@ from . import routes_ops, routes_read  # noqa: F401 - they register their endpoi
 from .auth import Guard
 from .context import ServeState, server
 from .endpoints import REGISTRY, Endpoint, endpoint
-from .errors import ApiError
+from .errors import ApiError, internal
 from .openapi import document
 from .responses import error_response, ok
 from .searchers import SearcherPool
@@ -90,8 +90,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _crash(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(ApiError("internal", f"{type(exc).__name__}: {exc}; this is a bug, "
-                                   "please report it with the server log"))
+    return error_response(internal(exc))
 
 
 def create_app(lib: Library, *, token: str | None = None,

@@ -99,5 +99,11 @@ def item_error(exc: KvmediaError) -> dict[str, Any]:
     return from_library(exc).body()["error"]
 
 
+def internal(exc: Exception) -> ApiError:
+    """The answer to an unexpected exception: a bug, named so it can be reported."""
+    return ApiError("internal", f"{type(exc).__name__}: {exc}; this is a bug, please report "
+                    "it with the server log")
+
+
 def not_implemented(feature: str, fix: str) -> ApiError:
     return ApiError("not_implemented", f"{feature} is not available in this kvmedia; {fix}")

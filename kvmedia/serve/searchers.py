@@ -1,7 +1,8 @@
 """Search worker processes of `kvmedia serve`: text searches run in as many processes as the
 server may use cores, so they run side by side instead of taking turns on one interpreter
-lock. Measured with 8 search-as-you-type clients at 1M records on 2 cores: one process
-served ~270 requests/s whatever the number of threads; two search processes ~380.
+lock. Measured with 8 search-as-you-type clients at 1M records on 2 cores, no pause between
+keystrokes: one process served ~270 requests/s whatever the number of threads; two search
+processes ~380 (600-690 with WORKER_DEFAULTS and the engine's result cache).
 
 Each worker is `main(DATA_DIR)` below in a new Python (WORKER_MAIN): a plain child with the
 server's environment (same config file and settings) that opens the library read-only.
@@ -122,7 +123,7 @@ class SearcherPool:
         self._waiters: deque[asyncio.Future[Worker | None]] = deque()
         self._workers: set[Worker] = set()
         self._closing = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.started = 0
         self.lost = 0
 
@@ -172,9 +173,7 @@ class SearcherPool:
         worker.typed(q)
         # The exchange finishes even if this request is cancelled (the client went away):
         # a reply left unread in the pipe would be taken as the answer to the next search.
-        task = asyncio.ensure_future(self._use(worker, payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._track(self._use(worker, payload))
         try:
             kind, body = await asyncio.shield(task)
         except WorkerLost:
@@ -222,6 +221,13 @@ class SearcherPool:
                 return
         self._idle.append(worker)
 
+    def _track(self, work: Any) -> asyncio.Future[Any]:
+        """`work` as a task the pool keeps (and cancels on close) until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _lose(self, worker: Worker) -> None:
         self.lost += 1
         self._workers.discard(worker)
@@ -234,9 +240,7 @@ class SearcherPool:
         log.warning("search worker %d died (exit %s); starting another", worker.proc.pid,
                     worker.proc.returncode)
         if not self._closing:
-            task = asyncio.ensure_future(self._replace(worker))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(self._replace(worker))
 
     async def _replace(self, worker: Worker) -> None:
         await worker.proc.wait()
@@ -282,18 +286,15 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
 
 def _answer(lib: Any, request: dict[str, Any]) -> tuple[int, bytes]:
     from ..errors import KvmediaError
-    from .errors import from_library
+    from .errors import from_library, internal
 
     try:
         return ANSWER, search_body(lib, request["q"], request["sort"], request["options"])
     except KvmediaError as exc:
         err = from_library(exc)
-    except ApiError as exc:
-        err = exc
     except Exception as exc:  # a bug: answered like the server's own handler does
         log.exception("search worker failed")
-        err = ApiError("internal", f"{type(exc).__name__}: {exc}; this is a bug, please "
-                       "report it with the server log")
+        err = internal(exc)
     return ERROR, orjson.dumps({"code": err.code, "message": err.message,
                                 "position": err.position})
 
