@@ -5,7 +5,10 @@
 Mode for every engine: the total count plus the first 100 hits in rank order with their paths.
 Prints build time, index bytes per document, per-kind p50/p95/p99 in ms and ratios, the CLI's
 whole-process time, upsert-to-visible latency, the searching process's RSS, and whether every
-kvmedia answer equals the brute-force oracle.
+kvmedia answer equals the brute-force oracle. Two floors beside them: per kind, the same
+search counting only (limit 0) and the read of the 100 records a page returns (kvmedia's hits
+are the records); and the bytes a document's name, folder and uuid take, against the index's
+own sections.
 
 Each query is timed 15 times in a row, so kvmedia's search caches (kvmedia/index/segment.py)
 would answer all but the first from memory; they are off here (KVMEDIA_SEARCH_CACHE_MB=0) so
@@ -91,8 +94,11 @@ def du(path: str) -> int:
 def bench_kvmedia(work: str, corpus: list[tuple[bytes, int, int]], n: int, repeat: int,
                   check: bool) -> dict[str, Any]:
     from kvmedia import Library
+    from kvmedia.store.env import keep_heap_for_searches
+    from kvmedia.store.recordstore import RecordStore
 
     os.environ["KVMEDIA_SEARCH_CACHE_MB"] = "0"  # repeats would be cache hits: see the top
+    keep_heap_for_searches()  # as in kvmedia's processes that serve searches
     data = os.path.join(work, "kv")
     reused = os.path.exists(os.path.join(data, "media.lmdb"))
     lib = Library.open(data)
@@ -109,20 +115,35 @@ def bench_kvmedia(work: str, corpus: list[tuple[bytes, int, int]], n: int, repea
                            "kinds": {}}
     lib.close()
     lib = Library.open(data)
+    out["sections"] = section_sizes(os.path.join(data, "searchidx_media"), n)
     for kind, qs in KINDS.items():
         times: list[float] = []
+        count_times: list[float] = []
+        record_times: list[float] = []
         totals = []
         for spec in qs:
             def run(spec: dict[str, Any] = spec) -> Any:
                 r = lib.search(spec["kv"], limit=100)
                 return r.total, [h["path"] for h in r.hits]
+
+            def count(spec: dict[str, Any] = spec) -> Any:
+                return lib.search(spec["kv"], limit=0).total
+
+            uuids = [h["uuid"] for h in lib.search(spec["kv"], limit=100).hits]
+
+            def records(uuids: list[str] = uuids) -> Any:
+                with lib.env.read() as txn:
+                    return [RecordStore.get(txn, u)["path"] for u in uuids]
             times += timed(run, repeat)
+            count_times += timed(count, repeat)
+            record_times += timed(records, repeat)
             totals.append(run()[0])
         out["kinds"][kind] = {"p50": pct(times, 50), "p95": pct(times, 95),
-                              "p99": pct(times, 99), "totals": totals}
+                              "p99": pct(times, 99), "totals": totals,
+                              "count_p50": pct(count_times, 50),
+                              "records_p50": pct(record_times, 50)}
     # upsert -> visible
     lat = []
-    from kvmedia.store.recordstore import RecordStore
     for i in range(20):
         path = f"/mnt/vol1/new/fresh_upsert_{i}_qqzx.jpg".encode()
         rec = gen_corpus.record_for(path, 1, 2 * 10**18, 10**8 + i, b"/mnt/vol1")
@@ -152,6 +173,7 @@ def bench_kvmedia(work: str, corpus: list[tuple[bytes, int, int]], n: int, repea
     # of this large benchmark process would report the benchmark's RSS, not its own.)
     queries = [s["kv"] for qs in KINDS.values() for s in qs]
     code = (f"import sys;sys.path.insert(0,{HERE!r});from kvmedia import Library;"
+            "from kvmedia.store.env import keep_heap_for_searches;keep_heap_for_searches();"
             f"lib=Library.open({data!r});[lib.search(q,limit=100) for q in {queries!r}*3];"
             "st=open('/proc/self/status').read();"
             "print(*(int(st.split(k+':')[1].split()[0]) for k in ('VmHWM','RssAnon','RssFile')))")
@@ -166,6 +188,42 @@ def bench_kvmedia(work: str, corpus: list[tuple[bytes, int, int]], n: int, repea
         out["oracle_mismatches"] = oracle_check(lib)
     lib.close()
     return out
+
+
+def section_sizes(index_dir: str, n: int) -> dict[str, float]:
+    """Bytes per document of each section of the index's segments, largest first."""
+    from kvmedia.index import format as F
+
+    names = {v: k for k, v in F.SECTION_IDS.items()}
+    sizes: dict[str, float] = {}
+    for entry in sorted(os.listdir(index_dir)):
+        if not entry.endswith(".kvs"):
+            continue
+        f = F.SegmentFile(os.path.join(index_dir, entry))
+        for sid, (_code, _off, length, _xxh) in f._table.items():
+            sizes[names.get(sid, str(sid))] = sizes.get(names.get(sid, str(sid)), 0) + length / n
+        f.close()
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
+
+
+def text_floor(corpus: list[tuple[bytes, int, int]]) -> dict[str, float]:
+    """What any index answering substring queries from mapped, uncompressed text must hold:
+    every name and every distinct folder once, and each document's 16-byte uuid (the key of
+    its record); and what compressing the names would save and cost (zlib level 1, the
+    cheapest the standard library has: a scan for a substring would first decompress)."""
+    import zlib
+
+    n = len(corpus)
+    names = b"\n".join(p.rpartition(b"/")[2] for p, _s, _m in corpus)
+    folders = b"\n".join(sorted({p.rpartition(b"/")[0] for p, _s, _m in corpus}))
+    packed = zlib.compress(names, 1)
+    t = time.perf_counter()
+    zlib.decompress(packed)
+    return {"names_b_per_doc": len(names) / n, "folders_b_per_doc": len(folders) / n,
+            "uuid_b_per_doc": 16.0,
+            "floor_b_per_doc": (len(names) + len(folders)) / n + 16.0,
+            "names_zlib_b_per_doc": len(packed) / n,
+            "names_unzlib_ms": (time.perf_counter() - t) * 1000}
 
 
 def oracle_check(lib: Any) -> list[str]:
@@ -369,6 +427,7 @@ def main() -> int:
     corpus = list(gen_corpus.paths(args.n, seed=1))
     results: dict[str, Any] = {"n": args.n, "cpu": os.cpu_count()}
     results["kvmedia"] = bench_kvmedia(work, corpus, args.n, args.repeat, not args.no_check)
+    results["kvmedia"]["text_floor"] = text_floor(corpus)
     print(json.dumps(results["kvmedia"], indent=1), flush=True)
     skip = set(args.skip.split(","))
     if "fts5" not in skip:
@@ -407,6 +466,24 @@ def report(r: dict[str, Any]) -> None:
             else:
                 line += f"{'n/a':>18} {'':>6}  "
         print(line)
+    tf = kv.get("text_floor")
+    if tf:
+        print(f"\nindex floor: names {tf['names_b_per_doc']:.1f} + folders "
+              f"{tf['folders_b_per_doc']:.1f} + uuid {tf['uuid_b_per_doc']:.0f} = "
+              f"{tf['floor_b_per_doc']:.1f} B/doc of mapped text and keys before any posting; "
+              f"names zlib-1 {tf['names_zlib_b_per_doc']:.1f} B/doc, decompressed in "
+              f"{tf['names_unzlib_ms']:.0f} ms")
+        print("kvmedia sections, B/doc: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in kv.get("sections", {}).items() if v >= 1))
+    print(f"\n{'kind':<13}{'p50':>8}{'count only':>12}{'100 records':>13}"
+          f"{'faster peer':>13}")
+    for kind, m in kv["kinds"].items():
+        peers = [pm["p50"] for peer in ("fts5", "tantivy")
+                 if (pm := (r.get(peer) or {}).get("kinds", {}).get(kind))
+                 and (kind != "cjk" or peer != "fts5")]  # FTS5 finds no CJK word
+        best = f"{min(peers):.2f}" if peers else "n/a"
+        print(f"{kind:<13}{m['p50']:>8.2f}{m.get('count_p50', float('nan')):>12.2f}"
+              f"{m.get('records_p50', float('nan')):>13.2f}{best:>13}")
     print("\ntotals (kvmedia | fts5 | tantivy | plocate):")
     for kind, m in kv["kinds"].items():
         row = [str(m["totals"])]

@@ -12,6 +12,7 @@ import click
 
 from .. import errors as E
 from ..cli import EPILOG, StopOnSignal, _dumps, cli, handle_errors, json_option, open_library
+from ..store.env import keep_heap_for_searches
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -122,6 +123,8 @@ def serve(ctx: click.Context, host: str, port: int, watch_paths: tuple[bytes, ..
 
         if search_workers < 0:
             search_workers = default_search_workers()
+        if search_workers == 0:
+            keep_heap_for_searches()  # this process answers the searches
         app = create_app(lib, token=token, watcher=watcher, search_workers=search_workers,
                          on_ready=announce)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",

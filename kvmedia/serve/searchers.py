@@ -304,6 +304,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from ..config import Config
     from ..library import Library
+    from ..store.env import keep_heap_for_searches
+
+    keep_heap_for_searches()
 
     data_dir = argv[0]
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
