@@ -185,6 +185,24 @@ def test_non_utf8_names_are_searchable(tmp_path: Path) -> None:
     lib.close()
 
 
+def test_a_word_found_only_in_folders_whose_files_interleave(tmp_path: Path) -> None:
+    """Docs ascend by recency, so the files of several matching folders interleave; a word
+    matched by folders alone must still come out in doc order (AND, ranking, paging)."""
+    lib = Library.open(tmp_path / "data")
+    items = [(f"/mnt/vol1/alpha{f}/clip{f}_{i}.mp4".encode(), 100 + i, 10**18 + i * 7 + f)
+             for i in range(6) for f in range(5)]  # mtimes interleave the five folders
+    items += [(f"/mnt/vol1/other{i % 200}/f{i}.jpg".encode(), i, 10**17 + i)
+              for i in range(600)]  # few alpha folders and files: the sparse folder path
+    put_paths(lib, items)
+    lib.optimize()
+    for query in ("alph", "alpha", "alpha3", "alph clip", "alph clip1", "alph -clip2",
+                  "alph | f12", "lph"):
+        for opts in ({"limit": 4}, {"limit": 100}, {"limit": 5, "offset": 7},
+                     {"limit": 10, "sort": "size"}):
+            assert_same(lib, query, **opts)
+    lib.close()
+
+
 def test_answers_stay_right_when_every_search_lets_go_of_its_pages(
         corpus_lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a zero mapped-page budget each search drops the segment and LMDB pages it mapped
