@@ -60,8 +60,8 @@ def combine(n: int, parts: list[tuple[np.ndarray, Tiers]]) -> WordMap:
     if len(parts) == 1 and not isinstance(parts[0][1], int):
         docs, tiers = parts[0][0].astype(np.int64, copy=False), parts[0][1].astype(np.uint8)
         if len(docs) > 1 and not (docs[1:] > docs[:-1]).all():
-            order = np.argsort(docs)
-            docs, tiers = docs[order], tiers[order]
+            keys = np.sort((docs << 4) | tiers)  # a sort of keys: ~3x faster than argsort
+            docs, tiers = keys >> 4, (keys & 15).astype(np.uint8)
         return docs, tiers
     if len(parts) == 1:
         docs = sorted_unique(parts[0][0].astype(np.int64))
@@ -155,6 +155,14 @@ def tiered_postings(d: TermDict, ids: np.ndarray, exact: int, lo: int, hi: int, 
     return best_tier_per_doc(np.concatenate(
         [(gather(d.post_off, d.post, g).astype(np.int64) << 4) | tier
          for g, tier in groups if len(g)]))
+
+
+def member_of(codes: np.ndarray, wanted: list[int], n_codes: int) -> np.ndarray:
+    """`np.isin(codes, wanted)` for small codes (types, extensions) through a table of
+    n_codes flags: one gather, where np.isin sorts (~0.25 ms for 30,000 docs)."""
+    table = np.zeros(max(n_codes, int(codes.max(initial=0)) + 1), dtype=bool)
+    table[wanted] = True
+    return table[codes]
 
 
 def sorted_intersect(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -419,10 +427,10 @@ class SegmentPlan:
             if q.trash is not None:
                 keep &= ((meta >> 3) & 1) == int(q.trash)
             if q.types is not None:
-                keep &= np.isin(meta & 7, [TYPE_CODES[t] for t in q.types])
+                keep &= member_of(meta & 7, [TYPE_CODES[t] for t in q.types], 8)
         if q.exts is not None:
             ids = [i for i, e in enumerate(seg.exts) if e in q.exts]
-            keep &= np.isin(col(seg.ext), ids)
+            keep &= member_of(col(seg.ext), ids, len(seg.exts))
         if q.paths is not None:
             folder = col(seg.doc_dir)
             inside = np.zeros(len(keep), dtype=bool)
