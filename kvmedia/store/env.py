@@ -46,7 +46,6 @@ def _libc() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(None, use_errno=True)
                 lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
                 lib.malloc_trim.argtypes = [ctypes.c_size_t]
-                lib.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
             except (OSError, AttributeError):
                 lib = None
         _LIBC.append(lib)
@@ -67,13 +66,16 @@ def keep_heap_for_searches() -> bool:
     again: ~500 faults, ~1.3 ms of a 4 ms two-word query at 1M records. Blocks under 16 MB
     now come from the heap, and up to 32 MB of free heap top stays mapped. Explicit
     `malloc_trim` (after scans, `release_pages`) still returns memory. Called by the
-    processes that serve searches (`kvmedia serve` and its search workers), not by the
-    library on its own: it is a setting of the whole process. False off glibc."""
+    processes that serve searches (serve's search workers, or the server itself with
+    `--search-workers 0`), not by the library on its own: it is a setting of the whole
+    process. False where the C library has no mallopt."""
     libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt"):
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, SEARCH_HEAP_MMAP_BYTES)
-                and libc.mallopt(_M_TRIM_THRESHOLD, SEARCH_HEAP_KEEP_BYTES))
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, SEARCH_HEAP_MMAP_BYTES)
+                and mallopt(_M_TRIM_THRESHOLD, SEARCH_HEAP_KEEP_BYTES))
 
 
 _OPEN: dict[str, Env] = {}
