@@ -201,7 +201,8 @@ def section_sizes(index_dir: str, n: int) -> dict[str, float]:
             continue
         f = F.SegmentFile(os.path.join(index_dir, entry))
         for sid, (_code, _off, length, _xxh) in f._table.items():
-            sizes[names.get(sid, str(sid))] = sizes.get(names.get(sid, str(sid)), 0) + length / n
+            name = names.get(sid, str(sid))
+            sizes[name] = sizes.get(name, 0) + length / n
         f.close()
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
 
